@@ -1,0 +1,167 @@
+import json
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from leaderboard.models import Benchmark, Submission
+from leaderboard.objectives import TASKS
+from leaderboard.selectors import benchmark_objectives
+from leaderboard.services import MAX_METADATA_BYTES, MAX_NAME_LENGTH
+
+MAX_DESCRIPTION_LENGTH = 5000
+
+
+def _absolute(request, path: str) -> str:
+    return request.build_absolute_uri(path) if request else path
+
+
+class ObjectiveSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField()
+    direction = serializers.ChoiceField(choices=["higher", "lower"])
+    default_weight = serializers.FloatField()
+
+
+class BenchmarkSerializer(serializers.ModelSerializer):
+    objectives = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+    train_data_url = serializers.SerializerMethodField()
+    leaderboard_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Benchmark
+        fields = [
+            "slug", "name", "description", "task", "target_column", "feature_columns",
+            "sensitive_columns", "time_column", "positive_label", "class_labels", "primary_metric",
+            "objectives", "train_rows", "test_rows", "time_limit_seconds", "daily_submission_quota",
+            "created_at", "url", "train_data_url", "leaderboard_url",
+        ]
+
+    def get_objectives(self, benchmark) -> list[dict]:
+        return ObjectiveSerializer(
+            [
+                {"key": o.key, "label": o.label, "direction": o.direction,
+                 "default_weight": benchmark.objectives.get(o.key, 0.0)}
+                for o in benchmark_objectives(benchmark)
+            ],
+            many=True,
+        ).data
+
+    def get_url(self, benchmark) -> str:
+        return _absolute(self.context.get("request"), reverse("api-benchmark-detail", args=[benchmark.slug]))
+
+    def get_train_data_url(self, benchmark) -> str:
+        return _absolute(self.context.get("request"), reverse("api-benchmark-train-data", args=[benchmark.slug]))
+
+    def get_leaderboard_url(self, benchmark) -> str:
+        return _absolute(self.context.get("request"), reverse("api-leaderboard", args=[benchmark.slug]))
+
+
+class ColumnListField(serializers.Field):
+    """Column names as a JSON list or as comma-separated text (what a multipart form can send)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, list):
+            names = data
+        elif isinstance(data, str):
+            text = data.strip()
+            if text.startswith("["):
+                try:
+                    names = json.loads(text)
+                except json.JSONDecodeError:
+                    raise serializers.ValidationError("not valid JSON; send a list or comma-separated names.")
+            else:
+                names = [name for name in text.split(",")]
+        else:
+            raise serializers.ValidationError("send a list of column names or comma-separated names.")
+        names = [str(name).strip() for name in names if str(name).strip()]
+        if len(names) > 2000:
+            raise serializers.ValidationError("at most 2000 columns.")
+        return names
+
+    def to_representation(self, value):
+        return value
+
+
+class BenchmarkCreateSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=120)
+    description = serializers.CharField(max_length=MAX_DESCRIPTION_LENGTH, required=False, allow_blank=True)
+    task = serializers.ChoiceField(choices=TASKS)
+    target_column = serializers.CharField(max_length=200)
+    feature_columns = ColumnListField(required=False)
+    sensitive_columns = ColumnListField(required=False)
+    time_column = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    positive_label = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    primary_metric = serializers.CharField(max_length=32, required=False, allow_blank=True)
+    time_limit_seconds = serializers.IntegerField(min_value=10, max_value=24 * 3600, required=False)
+    daily_submission_quota = serializers.IntegerField(min_value=0, max_value=100000, required=False)
+    train_data = serializers.FileField()
+    test_data = serializers.FileField()
+
+
+class MetadataField(serializers.Field):
+    """Free metadata as a JSON object, sent as JSON text in a multipart form."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            value = data
+        else:
+            if len(str(data).encode()) > MAX_METADATA_BYTES:
+                raise serializers.ValidationError(f"at most {MAX_METADATA_BYTES // 1024} KB of JSON.")
+            try:
+                value = json.loads(data) if str(data).strip() else {}
+            except json.JSONDecodeError as error:
+                raise serializers.ValidationError(f"not valid JSON ({error.msg} at character {error.pos}).")
+        if not isinstance(value, dict):
+            raise serializers.ValidationError('must be a JSON object, e.g. {"git_sha": "abc123"}.')
+        if len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"at most {MAX_METADATA_BYTES // 1024} KB of JSON.")
+        return value
+
+    def to_representation(self, value):
+        return value
+
+
+class SubmissionCreateSerializer(serializers.Serializer):
+    artifact = serializers.FileField(help_text="The model: an .onnx or .skops file. Pickle and joblib are refused.")
+    name = serializers.CharField(max_length=MAX_NAME_LENGTH)
+    description = serializers.CharField(max_length=MAX_DESCRIPTION_LENGTH, required=False, allow_blank=True)
+    metadata = MetadataField(required=False, help_text="JSON object, e.g. {\"git_sha\": \"abc123\"}.")
+
+
+class SubmissionSerializer(serializers.ModelSerializer):
+    benchmark = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    url = serializers.SerializerMethodField()
+    web_url = serializers.SerializerMethodField()
+    reports = serializers.SerializerMethodField()
+    artifact = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id", "benchmark", "owner", "name", "description", "is_baseline", "status", "stage",
+            "progress", "error", "fault", "attempts", "created_at", "started_at", "finished_at",
+            "metrics", "intervals", "reports", "artifact", "metadata", "url", "web_url",
+        ]
+
+    def get_url(self, submission) -> str:
+        return _absolute(self.context.get("request"), reverse("api-submission-detail", args=[submission.id]))
+
+    def get_web_url(self, submission) -> str:
+        return _absolute(self.context.get("request"), submission.get_absolute_url())
+
+    def get_reports(self, submission) -> dict[str, str]:
+        request = self.context.get("request")
+        return {
+            evaluator: _absolute(request, reverse("api-report-detail", args=[submission.id, evaluator]))
+            for evaluator in submission.reports.values_list("evaluator", flat=True)
+        }
+
+    def get_artifact(self, submission) -> dict:
+        return {
+            "format": submission.artifact_format,
+            "bytes": submission.artifact_bytes,
+            "sha256": submission.artifact_sha256,
+        }

@@ -1,0 +1,199 @@
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import permissions, serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api.serializers import (
+    BenchmarkCreateSerializer,
+    BenchmarkSerializer,
+    SubmissionCreateSerializer,
+    SubmissionSerializer,
+)
+from leaderboard.errors import Rejected
+from leaderboard.models import Benchmark, Report, Submission
+from leaderboard.selectors import benchmark_train_csv, leaderboard_get, weights_parse
+from leaderboard.services import benchmark_create, submission_create
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+
+
+class IsStaffOrReadOnly(permissions.BasePermission):
+    message = "Only staff can create benchmarks."
+
+    def has_permission(self, request, view) -> bool:
+        return request.method in permissions.SAFE_METHODS or bool(request.user and request.user.is_staff)
+
+
+class BenchmarkListView(APIView):
+    permission_classes = [IsStaffOrReadOnly]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses=BenchmarkSerializer(many=True))
+    def get(self, request):
+        return Response(BenchmarkSerializer(Benchmark.objects.all(), many=True, context={"request": request}).data)
+
+    @extend_schema(request=BenchmarkCreateSerializer, responses={201: BenchmarkSerializer})
+    def post(self, request):
+        form = BenchmarkCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        train, test = data.pop("train_data"), data.pop("test_data")
+        benchmark = benchmark_create(
+            **data,
+            train_data=train.read(),
+            train_filename=train.name,
+            test_data=test.read(),
+            test_filename=test.name,
+            created_by=request.user,
+        )
+        return Response(BenchmarkSerializer(benchmark, context={"request": request}).data, status=201)
+
+
+class BenchmarkDetailView(APIView):
+    @extend_schema(responses=BenchmarkSerializer)
+    def get(self, request, slug):
+        benchmark = get_object_or_404(Benchmark, slug=slug)
+        return Response(BenchmarkSerializer(benchmark, context={"request": request}).data)
+
+
+class BenchmarkTrainDataView(APIView):
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
+    def get(self, request, slug):
+        benchmark = get_object_or_404(Benchmark, slug=slug)
+        response = HttpResponse(benchmark_train_csv(benchmark), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{benchmark.slug}-train.csv"'
+        return response
+
+
+class SubmissionCreateView(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": SubmissionCreateSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Repeat a request with the same key to get the original submission back.",
+            )
+        ],
+        responses={202: SubmissionSerializer},
+    )
+    def post(self, request, slug):
+        benchmark = get_object_or_404(Benchmark, slug=slug)
+        key = request.headers.get("Idempotency-Key", "").strip() or None
+        if key and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise Rejected(
+                f"Idempotency-Key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY_LENGTH}.",
+                field="Idempotency-Key",
+            )
+        form = SubmissionCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        artifact = form.validated_data["artifact"]
+        submission, created = submission_create(
+            benchmark=benchmark,
+            owner=request.user,
+            name=form.validated_data["name"],
+            description=form.validated_data.get("description", ""),
+            metadata=form.validated_data.get("metadata"),
+            artifact=artifact.read(),
+            artifact_filename=artifact.name,
+            idempotency_key=key,
+        )
+        response = Response(
+            SubmissionSerializer(submission, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
+        response["Location"] = request.build_absolute_uri(submission.get_absolute_url())
+        if not created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class SubmissionDetailView(APIView):
+    @extend_schema(responses=SubmissionSerializer)
+    def get(self, request, pk):
+        submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
+        return Response(SubmissionSerializer(submission, context={"request": request}).data)
+
+
+class ReportDetailView(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "Report",
+            {
+                "evaluator": serializers.CharField(),
+                "seconds": serializers.FloatField(),
+                "error": serializers.CharField(),
+                "document": serializers.DictField(),
+            },
+        )
+    )
+    def get(self, request, pk, name):
+        report = get_object_or_404(Report, submission_id=pk, evaluator=name)
+        return Response(
+            {"evaluator": report.evaluator, "seconds": report.seconds, "error": report.error, "document": report.document}
+        )
+
+
+class LeaderboardView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("weights", str, description="e.g. accuracy:4,roc_auc:1; unnamed objectives get 0."),
+        ],
+        responses=inline_serializer(
+            "Leaderboard",
+            {
+                "benchmark": serializers.CharField(),
+                "weights": serializers.DictField(child=serializers.FloatField()),
+                "constraints": serializers.ListField(),
+                "method": serializers.CharField(),
+                "entries": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+    )
+    def get(self, request, slug):
+        benchmark = get_object_or_404(Benchmark, slug=slug)
+        for unsupported in ("constraints", "method"):
+            if request.query_params.get(unsupported):
+                raise Rejected(f"'{unsupported}' is not supported yet; rank with 'weights'.", field=unsupported)
+        weights_text = request.query_params.get("weights")
+        weights = weights_parse(weights_text, benchmark) if weights_text else None
+        board = leaderboard_get(benchmark, weights=weights)
+        return Response(
+            {
+                "benchmark": benchmark.slug,
+                "weights": board.weights,
+                "constraints": [],
+                "method": "weighted",
+                "objectives": [
+                    {"key": o.key, "label": o.label, "direction": o.direction} for o in board.objectives
+                ],
+                "entries": [
+                    {
+                        "rank": entry.rank,
+                        "tied": entry.tied,
+                        "submission": {
+                            "id": str(entry.submission.id),
+                            "name": entry.submission.name,
+                            "owner": entry.submission.owner.username,
+                            "is_baseline": entry.submission.is_baseline,
+                            "created_at": entry.submission.created_at,
+                            "url": request.build_absolute_uri(entry.submission.get_absolute_url()),
+                        },
+                        "score": entry.score,
+                        "score_interval": None,
+                        "pareto": None,
+                        "metrics": entry.metrics,
+                        "intervals": entry.submission.intervals,
+                        "excluded_by": [],
+                    }
+                    for entry in board.entries
+                ],
+            }
+        )

@@ -1,0 +1,67 @@
+from django.contrib import admin
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+
+from leaderboard.errors import Rejected
+from leaderboard.forms import BenchmarkForm
+from leaderboard.models import Benchmark, Report, Submission
+from leaderboard.services import benchmark_create
+
+# The spec and the data are fixed once submissions exist: changing them would silently change
+# what every earlier number means.
+FIXED_BENCHMARK_FIELDS = (
+    "slug", "task", "target_column", "feature_columns", "sensitive_columns", "time_column",
+    "positive_label", "class_labels", "train_data", "test_data", "train_rows", "test_rows",
+    "bootstrap_seed", "created_by", "created_at",
+)
+
+
+@admin.register(Benchmark)
+class BenchmarkAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "task", "primary_metric", "test_rows", "created_at")
+    readonly_fields = FIXED_BENCHMARK_FIELDS
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Creation goes through the same service as the API and the command, from uploaded files."""
+        if not self.has_add_permission(request):
+            return redirect("admin:index")
+        form = BenchmarkForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                benchmark = benchmark_create(**form.service_arguments(), created_by=request.user)
+            except Rejected as rejection:
+                form.add_error(rejection.field if rejection.field in form.fields else None, rejection.message)
+            else:
+                self.message_user(request, f"Benchmark '{benchmark.name}' created.")
+                return redirect("admin:leaderboard_benchmark_change", benchmark.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Create a benchmark",
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/leaderboard/benchmark_create.html", context)
+
+
+class ReportInline(admin.TabularInline):
+    model = Report
+    extra = 0
+    fields = ("evaluator", "seconds", "error")
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Submission)
+class SubmissionAdmin(admin.ModelAdmin):
+    list_display = ("name", "benchmark", "owner", "status", "stage", "attempts", "created_at")
+    list_filter = ("status", "benchmark", "is_baseline")
+    search_fields = ("name", "id", "artifact_sha256")
+    readonly_fields = (
+        "id", "benchmark", "owner", "artifact", "artifact_sha256", "artifact_bytes", "artifact_format",
+        "idempotency_key", "status", "stage", "progress", "error", "fault", "attempts", "created_at",
+        "started_at", "finished_at", "deadline_at", "metrics", "intervals",
+    )
+    inlines = [ReportInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -1,0 +1,61 @@
+import json
+
+from django import forms
+
+from leaderboard.objectives import TASKS
+from leaderboard.tables import column_names_parse
+from leaderboard.services import MAX_METADATA_BYTES, MAX_NAME_LENGTH
+
+
+class SubmissionForm(forms.Form):
+    artifact = forms.FileField(help_text="An .onnx or .skops file. Pickle and joblib files are refused.")
+    name = forms.CharField(max_length=MAX_NAME_LENGTH)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=5000)
+    metadata = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        max_length=MAX_METADATA_BYTES,
+        help_text='Optional JSON object, e.g. {"git_sha": "abc123", "training_cutoff": "2023-12-31"}.',
+    )
+
+    def clean_metadata(self) -> dict:
+        text = self.cleaned_data["metadata"].strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"Not valid JSON ({error.msg} at character {error.pos}).")
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Must be a JSON object, e.g. {"git_sha": "abc123"}.')
+        return value
+
+
+class BenchmarkForm(forms.Form):
+    slug = forms.SlugField(max_length=64)
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=5000)
+    task = forms.ChoiceField(choices=[(task, task) for task in TASKS])
+    target_column = forms.CharField(max_length=200)
+    feature_columns = forms.CharField(
+        required=False, help_text="Comma-separated; empty means every column but the target and the time column."
+    )
+    sensitive_columns = forms.CharField(required=False, help_text="Comma-separated, e.g. sex,race.")
+    time_column = forms.CharField(required=False, max_length=200)
+    positive_label = forms.CharField(required=False, max_length=200)
+    primary_metric = forms.CharField(required=False, max_length=32, help_text="Empty: accuracy, or rmse for regression.")
+    train_data = forms.FileField(help_text="Public training split, CSV or Parquet.")
+    test_data = forms.FileField(help_text="Hidden test split, CSV or Parquet. Its labels are never served.")
+
+    def service_arguments(self) -> dict:
+        data = dict(self.cleaned_data)
+        train, test = data.pop("train_data"), data.pop("test_data")
+        data["feature_columns"] = column_names_parse(data["feature_columns"])
+        data["sensitive_columns"] = column_names_parse(data["sensitive_columns"])
+        return {
+            **data,
+            "train_data": train.read(),
+            "train_filename": train.name,
+            "test_data": test.read(),
+            "test_filename": test.name,
+        }

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from leaderboard.errors import Rejected
+from leaderboard.services import benchmark_create
+from leaderboard.tables import column_names_parse
+
+
+class Command(BaseCommand):
+    help = "Create a benchmark from a public training split and a hidden test split (CSV or Parquet)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--task", required=True, help="binary, multiclass or regression")
+        parser.add_argument("--target", required=True, help="the target column")
+        parser.add_argument("--train", required=True, type=Path, help="training split file")
+        parser.add_argument("--test", required=True, type=Path, help="hidden test split file")
+        parser.add_argument("--features", default="", help="comma-separated; default: every other column")
+        parser.add_argument("--sensitive", default="", help="comma-separated sensitive columns")
+        parser.add_argument("--time-column", default="")
+        parser.add_argument("--positive-label", default=None)
+        parser.add_argument("--primary-metric", default="")
+        parser.add_argument("--description", default="")
+        parser.add_argument("--time-limit", type=int, default=None, help="seconds per evaluation")
+
+    def handle(self, *args, **options):
+        files = {}
+        for key in ("train", "test"):
+            path = options[key]
+            if not path.is_file():
+                raise CommandError(f"--{key} {path}: no such file.")
+            files[key] = path
+        try:
+            benchmark = benchmark_create(
+                slug=options["slug"],
+                name=options["name"],
+                task=options["task"],
+                target_column=options["target"],
+                train_data=files["train"].read_bytes(),
+                train_filename=files["train"].name,
+                test_data=files["test"].read_bytes(),
+                test_filename=files["test"].name,
+                feature_columns=column_names_parse(options["features"]),
+                sensitive_columns=column_names_parse(options["sensitive"]),
+                time_column=options["time_column"],
+                positive_label=options["positive_label"],
+                primary_metric=options["primary_metric"],
+                description=options["description"],
+                time_limit_seconds=options["time_limit"],
+            )
+        except Rejected as rejection:
+            raise CommandError(rejection.message) from None
+        self.stdout.write(
+            f"Created benchmark '{benchmark.slug}': {benchmark.train_rows} training rows, "
+            f"{benchmark.test_rows} test rows, {len(benchmark.feature_columns)} features."
+        )

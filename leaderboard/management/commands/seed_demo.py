@@ -1,0 +1,73 @@
+"""Seed the demo: two benchmarks and honest baselines submitted through the same service as the API."""
+
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from leaderboard.demo.baselines import train_baselines
+from leaderboard.demo.synthetic import ADULT_SPEC, LENDING_SPEC, adult_dataset, lending_dataset
+from leaderboard.models import Benchmark
+from leaderboard.services import benchmark_create, submission_create
+from leaderboard.tables import table_to_parquet
+
+BASELINE_OWNER = "holdout-baselines"
+
+
+class Command(BaseCommand):
+    help = "Create the demo benchmarks and submit the baseline models (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--quick", action="store_true", help="smaller baselines and data, for tests")
+        parser.add_argument("--admin-password", default="demo", help="password of the 'demo' staff user")
+
+    def handle(self, *args, quick: bool = False, admin_password: str = "demo", **options):
+        users = get_user_model()
+        if not users.objects.filter(username="demo").exists():
+            users.objects.create_superuser("demo", "demo@example.com", admin_password)
+            self.stdout.write(f"Created staff user 'demo' with password '{admin_password}'.")
+        owner, _ = users.objects.get_or_create(username=BASELINE_OWNER)
+
+        demos = [
+            (ADULT_SPEC, adult_dataset),
+            (LENDING_SPEC, lambda: lending_dataset(**({"n_train": 4000, "n_test": 4800} if quick else {}))),
+        ]
+        for spec, dataset in demos:
+            slug = spec["slug"]
+            if Benchmark.objects.filter(slug=slug).exists():
+                self.stdout.write(f"Benchmark '{slug}' exists; leaving it as it is.")
+                continue
+            train, test = dataset()
+            benchmark = benchmark_create(
+                slug=slug,
+                name=spec["name"],
+                description=spec["description"],
+                task=spec["task"],
+                target_column=spec["target"],
+                feature_columns=spec["feature_columns"],
+                sensitive_columns=spec["sensitive_columns"],
+                time_column=spec.get("time_column") or "",
+                positive_label=spec.get("positive_label"),
+                primary_metric=spec["primary_metric"],
+                train_data=table_to_parquet(train),
+                train_filename=f"{slug}-train.parquet",
+                test_data=table_to_parquet(test),
+                test_filename=f"{slug}-test.parquet",
+            )
+            started = time.perf_counter()
+            baselines = train_baselines(train, spec, quick=quick)
+            self.stdout.write(
+                f"Created '{slug}'; trained {len(baselines)} baselines in {time.perf_counter() - started:.1f} s."
+            )
+            for baseline in baselines:
+                submission_create(
+                    benchmark=benchmark,
+                    owner=owner,
+                    name=baseline.name,
+                    description=baseline.description,
+                    artifact=baseline.data,
+                    artifact_filename=baseline.filename,
+                    metadata={"baseline": True},
+                    is_baseline=True,
+                )
+                self.stdout.write(f"  submitted {baseline.name} ({len(baseline.data) / 1e6:.2f} MB)")

@@ -1,0 +1,139 @@
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from leaderboard.objectives import OBJECTIVES
+
+
+class Benchmark(models.Model):
+    class Task(models.TextChoices):
+        BINARY = "binary"
+        MULTICLASS = "multiclass"
+        REGRESSION = "regression"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    task = models.CharField(max_length=16, choices=Task.choices)
+    target_column = models.CharField(max_length=200)
+    feature_columns = models.JSONField(default=list)
+    sensitive_columns = models.JSONField(default=list, blank=True)
+    time_column = models.CharField(max_length=200, blank=True)
+    # JSON so an integer label stays an integer: it is compared with the test set's values.
+    positive_label = models.JSONField(null=True, blank=True)
+    class_labels = models.JSONField(default=list, blank=True)
+    primary_metric = models.CharField(max_length=32)
+    # {objective key: default weight}; the leaderboard shows these objectives.
+    objectives = models.JSONField(default=dict)
+    train_data = models.FileField(upload_to="benchmarks/")
+    test_data = models.FileField(upload_to="benchmarks/")
+    train_rows = models.PositiveIntegerField()
+    test_rows = models.PositiveIntegerField()
+    # Every submission of a benchmark is resampled with the same rows, so comparisons are paired.
+    bootstrap_seed = models.PositiveIntegerField(default=20261125)
+    time_limit_seconds = models.PositiveIntegerField(default=600)
+    daily_submission_quota = models.PositiveIntegerField(default=20)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("benchmark-detail", args=[self.slug])
+
+    @property
+    def primary_objective(self):
+        return OBJECTIVES[self.primary_metric]
+
+
+class Submission(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.PROTECT, related_name="submissions")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions"
+    )
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    is_baseline = models.BooleanField(default=False)
+    artifact = models.FileField(upload_to="artifacts/")
+    artifact_sha256 = models.CharField(max_length=64)
+    artifact_bytes = models.PositiveBigIntegerField()
+    artifact_format = models.CharField(max_length=8)
+    metadata = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=64, default="queued")
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    # Who a failure is on: a platform fault (lost worker, storage) is not the submitter's to fix.
+    fault = models.CharField(max_length=16, blank=True, choices=[("model", "model"), ("platform", "platform")])
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Past this moment a queued or running submission is considered stuck by the sweep.
+    deadline_at = models.DateTimeField(null=True, blank=True)
+
+    metrics = models.JSONField(default=dict, blank=True)
+    intervals = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["benchmark", "status"]), models.Index(fields=["status", "deadline_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.benchmark.slug})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("submission-detail", args=[self.id])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def next_deadline(self):
+        return timezone.now() + timedelta(seconds=self.benchmark.time_limit_seconds)
+
+
+class Report(models.Model):
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="reports")
+    evaluator = models.CharField(max_length=32)
+    document = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["evaluator"]
+        constraints = [
+            models.UniqueConstraint(fields=["submission", "evaluator"], name="one_report_per_evaluator")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.evaluator} report of {self.submission_id}"

@@ -1,0 +1,491 @@
+"""Writes: every change to benchmarks and submissions goes through these functions.
+
+The API, the web forms, the admin and the management commands all call them, so a rule is
+enforced in one place.
+"""
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from celery import current_app
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from evaluators.artifacts import ArtifactRejected, inspect_artifact
+from leaderboard.errors import Rejected
+from leaderboard.models import Benchmark, Report, Submission
+from leaderboard.objectives import OBJECTIVES, TASKS, performance_keys
+from leaderboard.tables import table_read, table_to_parquet
+
+log = logging.getLogger(__name__)
+
+EVALUATE_TASK = "holdout.evaluate_submission"
+MAX_NAME_LENGTH = 120
+MAX_METADATA_BYTES = 16 * 1024
+
+
+# --- Benchmarks ---------------------------------------------------------------------------------
+
+
+def benchmark_create(
+    *,
+    slug: str,
+    name: str,
+    task: str,
+    target_column: str,
+    train_data: bytes,
+    train_filename: str,
+    test_data: bytes,
+    test_filename: str,
+    feature_columns: Sequence[str] | None = None,
+    sensitive_columns: Sequence[str] = (),
+    time_column: str = "",
+    positive_label: Any = None,
+    primary_metric: str = "",
+    description: str = "",
+    time_limit_seconds: int | None = None,
+    daily_submission_quota: int | None = None,
+    created_by=None,
+) -> Benchmark:
+    """Validate the spec against both splits, then store the benchmark; nothing is kept on error."""
+    slug = (slug or "").strip()
+    if not slug or slug != slugify(slug):
+        raise Rejected("slug must be lowercase letters, digits and hyphens, e.g. 'adult-income'.", field="slug")
+    if Benchmark.objects.filter(slug=slug).exists():
+        raise Rejected(f"a benchmark with slug '{slug}' already exists.", field="slug")
+    if not (name or "").strip():
+        raise Rejected("name is required.", field="name")
+    if task not in TASKS:
+        raise Rejected(f"unknown task '{task}'; use one of: {', '.join(TASKS)}.", field="task")
+    for data, field in ((train_data, "train_data"), (test_data, "test_data")):
+        if len(data) > settings.HOLDOUT_MAX_DATASET_BYTES:
+            raise Rejected(
+                f"{field} is {len(data) / 1e6:.1f} MB; the limit is "
+                f"{settings.HOLDOUT_MAX_DATASET_BYTES / 1e6:.0f} MB.",
+                field=field,
+            )
+    train = table_read(train_data, filename=train_filename, field="train_data")
+    test = table_read(test_data, filename=test_filename, field="test_data")
+
+    spec = _benchmark_spec_check(
+        train=train,
+        test=test,
+        task=task,
+        target_column=(target_column or "").strip(),
+        feature_columns=feature_columns,
+        sensitive_columns=sensitive_columns,
+        time_column=(time_column or "").strip(),
+        positive_label=positive_label,
+        primary_metric=(primary_metric or "").strip(),
+    )
+    keep = list(dict.fromkeys([*spec["feature_columns"], *spec["sensitive_columns"], spec["target_column"]]))
+    if spec["time_column"]:
+        keep.append(spec["time_column"])
+        for frame in (train, test):
+            frame[spec["time_column"]] = pd.to_datetime(frame[spec["time_column"]], format="mixed")
+
+    benchmark = Benchmark(
+        slug=slug,
+        name=name.strip(),
+        description=description or "",
+        task=task,
+        objectives={key: (1.0 if key == spec["primary_metric"] else 0.0) for key in performance_keys(task)},
+        train_rows=len(train),
+        test_rows=len(test),
+        created_by=created_by,
+        **spec,
+    )
+    if time_limit_seconds:
+        benchmark.time_limit_seconds = time_limit_seconds
+    if daily_submission_quota is not None:
+        benchmark.daily_submission_quota = daily_submission_quota
+    saved_files = []
+    try:
+        with transaction.atomic():
+            benchmark.train_data.save(f"{slug}/train.parquet", ContentFile(table_to_parquet(train[keep])), save=False)
+            saved_files.append(benchmark.train_data)
+            benchmark.test_data.save(f"{slug}/test.parquet", ContentFile(table_to_parquet(test[keep])), save=False)
+            saved_files.append(benchmark.test_data)
+            benchmark.save()
+    except IntegrityError:
+        _files_delete(saved_files)
+        raise Rejected(f"a benchmark with slug '{slug}' already exists.", field="slug") from None
+    except BaseException:
+        _files_delete(saved_files)
+        raise
+    return benchmark
+
+
+def _files_delete(files) -> None:
+    for file in files:
+        file.storage.delete(file.name)
+
+
+def _benchmark_spec_check(
+    *,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    task: str,
+    target_column: str,
+    feature_columns: Sequence[str] | None,
+    sensitive_columns: Sequence[str],
+    time_column: str,
+    positive_label: Any,
+    primary_metric: str,
+) -> dict:
+    if not target_column:
+        raise Rejected("target_column is required.", field="target_column")
+    if feature_columns is None or len(feature_columns) == 0:
+        feature_columns = [c for c in train.columns if c not in (target_column, time_column)]
+    feature_columns = [str(c).strip() for c in feature_columns]
+    sensitive_columns = [str(c).strip() for c in sensitive_columns]
+    for field, names in (("feature_columns", feature_columns), ("sensitive_columns", sensitive_columns)):
+        duplicated = sorted({c for c in names if names.count(c) > 1})
+        if duplicated:
+            raise Rejected(f"{field} names a column more than once: {', '.join(duplicated)}.", field=field)
+    if target_column in feature_columns:
+        raise Rejected(f"the target column '{target_column}' cannot also be a feature.", field="feature_columns")
+    if time_column and time_column in feature_columns:
+        raise Rejected(
+            f"the time column '{time_column}' cannot also be a feature: a model must not see when a row was taken.",
+            field="feature_columns",
+        )
+    if not feature_columns:
+        raise Rejected("the benchmark needs at least one feature column.", field="feature_columns")
+
+    required = {
+        "target_column": [target_column],
+        "feature_columns": feature_columns,
+        "sensitive_columns": sensitive_columns,
+        "time_column": [time_column] if time_column else [],
+    }
+    for split, frame in (("train_data", train), ("test_data", test)):
+        for field, names in required.items():
+            missing = [c for c in names if c not in frame.columns]
+            if missing:
+                raise Rejected(
+                    f"{split} has no column {', '.join(repr(c) for c in missing)} (named in {field}); "
+                    f"its columns are: {', '.join(map(str, frame.columns))}.",
+                    field=field,
+                )
+        if frame[target_column].isna().any():
+            raise Rejected(
+                f"{split} has {int(frame[target_column].isna().sum())} rows with no value in the target "
+                f"column '{target_column}'.",
+                field="target_column",
+            )
+    if time_column:
+        for split, frame in (("train_data", train), ("test_data", test)):
+            parsed = pd.to_datetime(frame[time_column], errors="coerce", format="mixed")
+            if parsed.isna().any():
+                raise Rejected(
+                    f"{split} has {int(parsed.isna().sum())} values in the time column '{time_column}' "
+                    "that are not dates or timestamps.",
+                    field="time_column",
+                )
+
+    class_labels: list = []
+    if task == "regression":
+        for split, frame in (("train_data", train), ("test_data", test)):
+            if not pd.api.types.is_numeric_dtype(frame[target_column]) or pd.api.types.is_bool_dtype(
+                frame[target_column]
+            ):
+                raise Rejected(
+                    f"a regression target must be numeric, but '{target_column}' in {split} holds text "
+                    f"such as {frame[target_column].iloc[0]!r}.",
+                    field="target_column",
+                )
+        positive_label = None
+    else:
+        train_labels = set(train[target_column].unique().tolist())
+        test_labels = set(test[target_column].unique().tolist())
+        if len(train_labels) < 2:
+            raise Rejected(
+                f"the target '{target_column}' has only one class in train_data ({next(iter(train_labels))!r}); "
+                "a classification benchmark needs at least two.",
+                field="target_column",
+            )
+        if len(test_labels) < 2:
+            raise Rejected(
+                f"the target '{target_column}' has only one class in test_data ({next(iter(test_labels))!r}); "
+                "a classification benchmark needs at least two.",
+                field="target_column",
+            )
+        unseen = test_labels - train_labels
+        if unseen:
+            raise Rejected(
+                f"test_data has target classes that train_data never shows: {sorted(map(str, unseen))}.",
+                field="target_column",
+            )
+        class_labels = sorted(train_labels)
+        if task == "binary":
+            if len(class_labels) != 2:
+                raise Rejected(
+                    f"a binary target has two classes, but '{target_column}' has {len(class_labels)}; "
+                    "use task 'multiclass'.",
+                    field="task",
+                )
+            positive_label = _positive_label_resolve(positive_label, class_labels)
+        else:
+            positive_label = None
+    primary_metric = primary_metric or ("rmse" if task == "regression" else "accuracy")
+    if primary_metric not in performance_keys(task):
+        raise Rejected(
+            f"primary_metric '{primary_metric}' does not apply to a {task} task; use one of: "
+            f"{', '.join(performance_keys(task))}.",
+            field="primary_metric",
+        )
+    return {
+        "target_column": target_column,
+        "feature_columns": feature_columns,
+        "sensitive_columns": sensitive_columns,
+        "time_column": time_column,
+        "positive_label": positive_label,
+        "class_labels": [_json_scalar(label) for label in class_labels],
+        "primary_metric": primary_metric,
+    }
+
+
+def _positive_label_resolve(given: Any, class_labels: list) -> Any:
+    if given in (None, ""):
+        if set(class_labels) in ({0, 1}, {False, True}):
+            return _json_scalar(class_labels[1])
+        raise Rejected(
+            f"name the positive label of this binary target: one of {[str(c) for c in class_labels]}.",
+            field="positive_label",
+        )
+    for label in class_labels:
+        if label == given or str(label) == str(given).strip():
+            return _json_scalar(label)
+    raise Rejected(
+        f"positive_label {given!r} is not a class of the target; the classes are {[str(c) for c in class_labels]}.",
+        field="positive_label",
+    )
+
+
+def _json_scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --- Submissions --------------------------------------------------------------------------------
+
+
+def submission_create(
+    *,
+    benchmark: Benchmark,
+    owner,
+    name: str,
+    artifact: bytes,
+    artifact_filename: str,
+    description: str = "",
+    metadata: dict | None = None,
+    idempotency_key: str | None = None,
+    is_baseline: bool = False,
+) -> tuple[Submission, bool]:
+    """Check the artifact without loading it, store it and queue its evaluation.
+
+    Returns (submission, created); a repeated idempotency key returns the original submission.
+    """
+    if idempotency_key:
+        existing = Submission.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+    name = (name or "").strip()
+    if not name:
+        raise Rejected("name is required: say what this model is, e.g. 'logreg-v2'.", field="name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise Rejected(f"name is {len(name)} characters; the limit is {MAX_NAME_LENGTH}.", field="name")
+    metadata = metadata or {}
+    if not isinstance(metadata, dict):
+        raise Rejected("metadata must be a JSON object, e.g. {\"git_sha\": \"abc123\"}.", field="metadata")
+    try:
+        info = inspect_artifact(
+            artifact,
+            filename=artifact_filename,
+            max_bytes=settings.HOLDOUT_MAX_ARTIFACT_BYTES,
+            skops_trusted=settings.HOLDOUT_SKOPS_TRUSTED_TYPES,
+        )
+    except ArtifactRejected as error:
+        raise Rejected(str(error), field="artifact") from None
+
+    submission = Submission(
+        benchmark=benchmark,
+        owner=owner,
+        name=name,
+        description=description or "",
+        metadata=metadata,
+        idempotency_key=idempotency_key or None,
+        is_baseline=is_baseline,
+        artifact_sha256=info.sha256,
+        artifact_bytes=info.size_bytes,
+        artifact_format=info.format,
+    )
+    submission.deadline_at = submission.next_deadline()
+    try:
+        with transaction.atomic():
+            submission.artifact.save(f"{benchmark.slug}/{submission.id}.{info.format}", ContentFile(artifact), save=False)
+            submission.save()
+            submission_enqueue(submission)
+    except IntegrityError:
+        _files_delete([submission.artifact])
+        existing = Submission.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+        raise
+    except BaseException:
+        _files_delete([submission.artifact])
+        raise
+    return submission, True
+
+
+def submission_enqueue(submission: Submission) -> None:
+    """Send the evaluation task once the row is committed, so a worker never sees a missing row.
+
+    A broker that is down loses nothing: the sweep sends it again.
+    """
+
+    def send() -> None:
+        try:
+            current_app.send_task(EVALUATE_TASK, args=[str(submission.id)])
+        except Exception:  # noqa: BLE001 - the database is the record; the sweep retries.
+            log.exception("could not enqueue submission %s; the sweep will retry", submission.id)
+
+    transaction.on_commit(send)
+
+
+def submission_start(submission_id) -> Submission | None:
+    """Claim a submission for evaluation; None when it is finished or another worker holds it.
+
+    The row lock makes two deliveries of the same message (a redelivery after a lost ack, or the
+    sweep's re-send) start at most one evaluation.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        submission = (
+            Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
+        )
+        if submission is None or submission.is_finished:
+            return None
+        held_by_live_worker = (
+            submission.status == Submission.Status.RUNNING
+            and submission.deadline_at is not None
+            and submission.deadline_at > now
+        )
+        if held_by_live_worker:
+            return None
+        if submission.attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
+            _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
+            return None
+        submission.status = Submission.Status.RUNNING
+        submission.stage = "starting"
+        submission.progress = 0.0
+        submission.attempts += 1
+        submission.started_at = now
+        submission.deadline_at = submission.next_deadline()
+        submission.error = ""
+        submission.save()
+    return submission
+
+
+def submission_progress(submission: Submission, *, stage: str, progress: float) -> None:
+    Submission.objects.filter(pk=submission.pk, status=Submission.Status.RUNNING).update(
+        stage=stage, progress=progress
+    )
+    submission.stage, submission.progress = stage, progress
+
+
+def report_store(submission: Submission, *, evaluator: str, document: dict, seconds: float, error: str = "") -> None:
+    Report.objects.update_or_create(
+        submission=submission,
+        evaluator=evaluator,
+        defaults={"document": document, "seconds": seconds, "error": error},
+    )
+
+
+def submission_succeed(submission: Submission, *, metrics: dict, intervals: dict) -> None:
+    with transaction.atomic():
+        locked = Submission.objects.select_for_update().get(pk=submission.pk)
+        if locked.is_finished:
+            return
+        locked.status = Submission.Status.SUCCEEDED
+        locked.stage = "done"
+        locked.progress = 1.0
+        locked.metrics = metrics
+        locked.intervals = intervals
+        locked.finished_at = timezone.now()
+        locked.deadline_at = None
+        locked.save()
+
+
+def submission_fail(submission: Submission, message: str, *, stage: str, fault: str = "model") -> None:
+    with transaction.atomic():
+        locked = Submission.objects.select_for_update().get(pk=submission.pk)
+        if not locked.is_finished:
+            _submission_fail_locked(locked, message, stage=stage, fault=fault)
+
+
+def _submission_fail_locked(submission: Submission, message: str, *, stage: str, fault: str = "model") -> None:
+    submission.status = Submission.Status.FAILED
+    submission.fault = fault
+    submission.stage = stage
+    submission.error = message
+    submission.finished_at = timezone.now()
+    submission.deadline_at = None
+    submission.save()
+
+
+def _attempts_exhausted_message(submission: Submission) -> str:
+    return (
+        f"the evaluation was started {submission.attempts} times and never finished (last stage: "
+        f"{submission.stage}); each attempt was stopped by its {submission.benchmark.time_limit_seconds} s "
+        "time limit or lost with its worker. Check that the model predicts the test set well within "
+        "the limit, then submit it again."
+    )
+
+
+def submissions_sweep() -> dict:
+    """Re-send submissions whose deadline passed; fail those out of attempts or never picked up.
+
+    The database is the record of work, so a message lost by the broker or a worker killed
+    mid-evaluation costs time, never a submission.
+    """
+    now = timezone.now()
+    counts = {"requeued": 0, "failed": 0}
+    stuck = Submission.objects.filter(
+        status__in=[Submission.Status.QUEUED, Submission.Status.RUNNING], deadline_at__lt=now
+    ).values_list("pk", flat=True)
+    for pk in list(stuck):
+        with transaction.atomic():
+            submission = Submission.objects.select_for_update().select_related("benchmark").get(pk=pk)
+            if submission.is_finished or submission.deadline_at is None or submission.deadline_at >= now:
+                continue
+            if now - submission.created_at > timedelta(seconds=settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS):
+                _submission_fail_locked(
+                    submission,
+                    f"no worker finished this submission within {settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS} s of "
+                    "its upload; the platform is at fault, not the model: check that a Celery worker "
+                    "serves the 'evaluate' queue, then submit again.",
+                    stage=submission.stage,
+                    fault="platform",
+                )
+                counts["failed"] += 1
+                continue
+            if submission.attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
+                _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
+                counts["failed"] += 1
+                continue
+            submission.status = Submission.Status.QUEUED
+            submission.stage = "queued"
+            submission.progress = 0.0
+            submission.deadline_at = submission.next_deadline()
+            submission.save()
+            submission_enqueue(submission)
+            counts["requeued"] += 1
+    return counts

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from leaderboard import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("benchmarks/<slug:slug>/", views.benchmark_detail, name="benchmark-detail"),
+    path("benchmarks/<slug:slug>/train.csv", views.benchmark_train_data, name="benchmark-train-data"),
+    path("benchmarks/<slug:slug>/submit/", views.submission_new, name="submission-new"),
+    path("submissions/<uuid:pk>/", views.submission_detail, name="submission-detail"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
+]

@@ -1,0 +1,142 @@
+"""Fixtures on real components: PostgreSQL, a Redis broker and Celery worker processes.
+
+The environment they share is fixed in tests/environment.py, before Django reads its settings.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.environment import PROJECT_DIR, VAR_DIR
+
+
+def worker_start(database_name: str, *extra_env: tuple[str, str]) -> subprocess.Popen:
+    """A Celery worker in its own process group, on the test database, as production runs one."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database_name}",
+        **dict(extra_env),
+    }
+    log = open(VAR_DIR / f"worker-{time.monotonic_ns()}.log", "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "evaluate",
+         "--concurrency", "1", "--pool", "prefork", "--loglevel", "INFO", "--without-gossip",
+         "--without-mingle", "--without-heartbeat"],
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def worker_kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def broker():
+    """An empty Redis database as the broker, so no message from another test is delivered."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def celery_worker(transactional_db, broker):
+    from django.db import connection
+
+    process = worker_start(connection.settings_dict["NAME"])
+    yield process
+    worker_kill(process, signal.SIGTERM)
+
+
+def wait_for(predicate, *, timeout: float = 90.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+ADULT_TRAIN_ROWS = 3000
+ADULT_TEST_ROWS = 2000
+
+
+@pytest.fixture(scope="session")
+def adult_frames():
+    """A slice of the bundled Adult data: big enough for honest models, small enough to be quick."""
+    from leaderboard.demo.build_adult import ADULT_TEST_PATH, ADULT_TRAIN_PATH
+    from leaderboard.tables import table_from_parquet
+
+    train = table_from_parquet(ADULT_TRAIN_PATH.read_bytes()).sample(ADULT_TRAIN_ROWS, random_state=1)
+    test = table_from_parquet(ADULT_TEST_PATH.read_bytes()).sample(ADULT_TEST_ROWS, random_state=2)
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def adult_baselines(adult_frames):
+    """The demo's baselines trained on the slice: {name: Baseline} with real skops and ONNX bytes."""
+    from leaderboard.demo.baselines import train_baselines
+    from leaderboard.demo.synthetic import ADULT_SPEC
+
+    return {baseline.filename.rsplit(".", 1)[-1] + ":" + baseline.name: baseline
+            for baseline in train_baselines(adult_frames[0], ADULT_SPEC, quick=True)}
+
+
+def baseline_named(baselines: dict, fragment: str):
+    return next(baseline for key, baseline in baselines.items() if fragment in key)
+
+
+@pytest.fixture
+def adult_benchmark(db, adult_frames):
+    from leaderboard.demo.synthetic import ADULT_SPEC
+    from leaderboard.services import benchmark_create
+    from leaderboard.tables import table_to_parquet
+
+    train, test = adult_frames
+    return benchmark_create(
+        slug="adult",
+        name="Adult",
+        task="binary",
+        target_column=ADULT_SPEC["target"],
+        feature_columns=ADULT_SPEC["feature_columns"],
+        sensitive_columns=ADULT_SPEC["sensitive_columns"],
+        positive_label=ADULT_SPEC["positive_label"],
+        primary_metric="accuracy",
+        train_data=table_to_parquet(train),
+        train_filename="train.parquet",
+        test_data=table_to_parquet(test),
+        test_filename="test.parquet",
+        time_limit_seconds=60,
+    )
+
+
+@pytest.fixture
+def user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("alice", "alice@example.com", "correct horse battery")
+
+
+@pytest.fixture
+def api_client(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
