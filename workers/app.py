@@ -11,5 +11,5 @@ app.autodiscover_tasks(["workers"])
 
 if app.conf.broker_url.startswith("filesystem"):
     # The embedded broker is a pair of folders that every process on this machine shares.
-    for folder in ("data_folder_in", "data_folder_out", "processed_folder"):
+    for folder in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         Path(app.conf.broker_transport_options[folder]).mkdir(parents=True, exist_ok=True)

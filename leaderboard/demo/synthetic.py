@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from leaderboard.demo.build_adult import ADULT_TEST_PATH, ADULT_TRAIN_PATH
+from leaderboard.demo.build_adult import ADULT_TEST_PATH, ADULT_TRAIN_PATH, COLUMNS as ADULT_COLUMNS
 
 TRAIN_MONTHS = pd.period_range("2023-01", "2023-12", freq="M")
 TEST_MONTHS = pd.period_range("2024-01", "2025-12", freq="M")
@@ -131,21 +131,7 @@ ADULT_SPEC = {
     "primary_metric": "accuracy",
     # fnlwgt is the census sampling weight (how many people a row stands for), assigned by the
     # survey design rather than describing the person, so it is not a feature.
-    "feature_columns": [
-        "age",
-        "workclass",
-        "education",
-        "education_num",
-        "marital_status",
-        "occupation",
-        "relationship",
-        "race",
-        "sex",
-        "capital_gain",
-        "capital_loss",
-        "hours_per_week",
-        "native_country",
-    ],
+    "feature_columns": [column for column in ADULT_COLUMNS if column not in ("fnlwgt", "income")],
     "sensitive_columns": ["sex", "race"],
     "time_column": None,
 }

@@ -1,0 +1,170 @@
+"""Time from upload to result, per demo model, on the embedded default and on PostgreSQL + Redis.
+
+Starts a real web server and a real Celery worker for each configuration, submits the Adult demo
+baselines over HTTP one after another, and prints for each the seconds from the 202 to
+`succeeded` as the client sees it, split into queue wait (created -> started) and evaluation
+(started -> finished) as the server recorded them.
+
+    .venv/bin/python bench/submit_to_result.py [--config embedded|postgres|both] [--repeat N]
+"""
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+PROJECT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CONFIGS = {
+    "embedded": {"CELERY_BROKER_URL": "filesystem://"},
+    "postgres": {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/holdout_bench",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/9",
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(env: dict, *args: str) -> str:
+    return subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=PROJECT, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def prepare(name: str, var_dir: Path) -> dict:
+    env = {**os.environ, "HOLDOUT_VAR_DIR": str(var_dir), "MEDIA_ROOT": str(var_dir / "media"), **CONFIGS[name]}
+    env.pop("DATABASE_URL", None) if name == "embedded" else None
+    if name == "postgres":
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "holdout_bench"], check=True)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "holdout_bench"], check=True)
+        subprocess.run(["redis-cli", "-n", "9", "flushdb"], check=True, capture_output=True)
+    manage(env, "migrate", "--noinput")
+    return env
+
+
+def start(env: dict, port: int, var_dir: Path) -> list[subprocess.Popen]:
+    log = open(var_dir / "services.log", "wb")
+    web = subprocess.Popen(
+        [PYTHON, "-m", "gunicorn", "leaderboard.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    worker = subprocess.Popen(
+        [PYTHON, "-m", "celery", "-A", "workers.app", "worker", "-Q", "evaluate", "--concurrency", "1",
+         "--loglevel", "WARNING"],
+        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/api/v1/benchmarks/", timeout=2)
+            break
+        except requests.RequestException:
+            time.sleep(0.2)
+    return [web, worker]
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=30)
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def run(name: str, repeat: int) -> list[dict]:
+    sys.path.insert(0, str(PROJECT))
+    from leaderboard.demo.baselines import train_baselines
+    from leaderboard.demo.synthetic import ADULT_SPEC, adult_dataset
+
+    with tempfile.TemporaryDirectory(prefix=f"holdout-bench-{name}-") as folder:
+        var_dir = Path(folder)
+        env = prepare(name, var_dir)
+        train, test = adult_dataset()
+        train.to_parquet(var_dir / "train.parquet")
+        test.to_parquet(var_dir / "test.parquet")
+        manage(
+            env, "create_benchmark", "adult", "--name", "Adult", "--task", "binary", "--target", "income",
+            "--features", ",".join(ADULT_SPEC["feature_columns"]), "--sensitive", "sex,race",
+            "--positive-label", ">50K", "--train", str(var_dir / "train.parquet"), "--test", str(var_dir / "test.parquet"),
+        )
+        manage(env, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('bench')")
+        token = manage(env, "drf_create_token", "bench").split()[2]
+        baselines = train_baselines(train, ADULT_SPEC)
+        port = free_port()
+        processes = start(env, port, var_dir)
+        rows = []
+        try:
+            # A first evaluation warms the worker (imports, page cache); it is not counted.
+            for round_ in range(repeat + 1):
+                for baseline in baselines:
+                    rows.append({**submit_and_wait(port, token, baseline), "round": round_})
+        finally:
+            stop(processes)
+    return [row for row in rows if row["round"] > 0]
+
+
+def submit_and_wait(port: int, token: str, baseline) -> dict:
+    response = requests.post(
+        f"http://127.0.0.1:{port}/api/v1/benchmarks/adult/submissions/",
+        headers={"Authorization": f"Token {token}"},
+        files={"artifact": (baseline.filename, baseline.data)},
+        data={"name": baseline.name},
+        timeout=60,
+    )
+    accepted = time.perf_counter()
+    response.raise_for_status()
+    url = response.json()["url"]
+    while True:
+        body = requests.get(url, timeout=10).json()
+        if body["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.05)
+    return {
+        "model": baseline.name,
+        "status": body["status"],
+        "end_to_end": time.perf_counter() - accepted,
+        "queue_wait": seconds_between(body["created_at"], body["started_at"]),
+        "evaluation": seconds_between(body["started_at"], body["finished_at"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=["embedded", "postgres", "both"], default="both")
+    parser.add_argument("--repeat", type=int, default=3, help="counted rounds over the five models")
+    options = parser.parse_args()
+    names = ["embedded", "postgres"] if options.config == "both" else [options.config]
+    print(f"{'configuration':<10} {'model':<28} {'202->succeeded s':>17} {'queue wait s':>13} {'evaluation s':>13}  (medians of {options.repeat})")
+    for name in names:
+        rows = run(name, options.repeat)
+        for model in dict.fromkeys(row["model"] for row in rows):
+            mine = [row for row in rows if row["model"] == model]
+            failed = [row for row in mine if row["status"] != "succeeded"]
+            print(
+                f"{name:<10} {model:<28} {statistics.median(r['end_to_end'] for r in mine):>17.2f} "
+                f"{statistics.median(r['queue_wait'] for r in mine):>13.2f} "
+                f"{statistics.median(r['evaluation'] for r in mine):>13.2f}"
+                + (f"  {len(failed)} FAILED" if failed else "")
+            )
+
+
+if __name__ == "__main__":
+    main()

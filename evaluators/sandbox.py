@@ -1,0 +1,197 @@
+"""Run an untrusted model in a child process with memory, CPU and wall-clock limits.
+
+The child is a fresh interpreter started with ``subprocess``: Celery's prefork workers are
+daemonic and may not fork multiprocessing children. It sees only the feature columns and the
+artifact, gets none of this process's environment, and talks back through files in a private
+temporary directory. A crash, a memory bomb or an endless loop fails this one evaluation with
+a message the submitter can act on.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .model_runner import MEMORY_MARKERS
+
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_STDERR_TAIL_BYTES = 2000
+
+
+class ModelFailure(RuntimeError):
+    """The model (not the platform) failed; the message is shown to the submitter."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpu_seconds: int
+    wall_seconds: float
+
+
+@dataclass
+class Predictions:
+    labels: np.ndarray  # (n,): class labels (classification) or values (regression)
+    probabilities: np.ndarray | None  # (n, k) float64, columns in the order of `classes`
+    classes: list | None
+    predict_seconds: float
+
+
+def predict_in_sandbox(
+    *,
+    artifact_path: str,
+    artifact_format: str,
+    features: pd.DataFrame,
+    task: str,
+    skops_trusted: Sequence[str],
+    limits: Limits,
+) -> Predictions:
+    with tempfile.TemporaryDirectory(prefix="holdout-model-") as directory:
+        workdir = Path(directory)
+        request = {
+            "artifact_path": str(Path(artifact_path).resolve()),
+            "artifact_format": artifact_format,
+            "task": task,
+            "skops_trusted": list(skops_trusted),
+            "memory_bytes": limits.memory_bytes,
+            "cpu_seconds": limits.cpu_seconds,
+            "features_path": str(workdir / "features.parquet"),
+            "arrays_path": str(workdir / "predictions.npz"),
+            "outcome_path": str(workdir / "outcome.json"),
+        }
+        features.to_parquet(request["features_path"], index=False)
+        (workdir / "request.json").write_text(json.dumps(request))
+        returncode = _run_child(workdir, limits)
+        predictions = _read_predictions(request, returncode, workdir, limits)
+    _check_predictions(predictions, n_rows=len(features))
+    return predictions
+
+
+def _run_child(workdir: Path, limits: Limits) -> int:
+    with open(workdir / "stderr.txt", "wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "evaluators.model_process", str(workdir / "request.json")],
+            cwd=workdir,
+            env=_child_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group, so a timeout can kill all of it
+        )
+    try:
+        return child.wait(timeout=limits.wall_seconds)
+    except subprocess.TimeoutExpired:
+        raise ModelFailure(
+            f"the model did not finish within {limits.wall_seconds:g} s (wall-clock limit)"
+        ) from None
+    finally:
+        # Also reached when this worker is being stopped while it waits.
+        if child.returncode is None:
+            _kill_process_group(child)
+
+
+def _kill_process_group(child: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has already exited
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+def _child_environment() -> dict[str, str]:
+    # Nothing of the worker's environment (database URLs, secrets) reaches the model process.
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "PYTHONPATH": _PACKAGE_PARENT,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+def _read_predictions(request: dict, returncode: int, workdir: Path, limits: Limits) -> Predictions:
+    outcome_path = Path(request["outcome_path"])
+    if not outcome_path.exists():
+        raise _crash(returncode, _stderr_tail(workdir), limits)
+    outcome = json.loads(outcome_path.read_text())
+    if outcome["status"] == "failed":
+        raise ModelFailure(_memory_message(limits) if outcome["out_of_memory"] else outcome["message"])
+    with np.load(request["arrays_path"], allow_pickle=False) as arrays:
+        labels = arrays["labels"]
+        probabilities = arrays["probabilities"] if "probabilities" in arrays.files else None
+    return Predictions(labels, probabilities, outcome["classes"], outcome["predict_seconds"])
+
+
+def _crash(returncode: int, stderr: str, limits: Limits) -> Exception:
+    if returncode >= 0:
+        # The child reports every failure of the model itself, so this is the platform's.
+        return RuntimeError(
+            f"the model process exited with status {returncode} without a result: {stderr}"
+        )
+    signal_number = -returncode
+    if signal_number == signal.SIGXCPU:
+        return ModelFailure(
+            f"the model process used more than {limits.cpu_seconds} s of CPU time (CPU limit)"
+        )
+    # The kernel's OOM killer sends SIGKILL; C++ allocation failures abort with bad_alloc.
+    if signal_number == signal.SIGKILL or any(marker in stderr for marker in MEMORY_MARKERS):
+        return ModelFailure(_memory_message(limits))
+    return ModelFailure(f"the model process crashed (signal {signal.Signals(signal_number).name})")
+
+
+def _memory_message(limits: Limits) -> str:
+    return f"the model process ran out of its {limits.memory_bytes // 2**20} MB memory limit"
+
+
+def _stderr_tail(workdir: Path) -> str:
+    with open(workdir / "stderr.txt", "rb") as stderr:
+        stderr.seek(0, os.SEEK_END)
+        stderr.seek(max(0, stderr.tell() - _STDERR_TAIL_BYTES))
+        return stderr.read().decode(errors="replace")
+
+
+def _check_predictions(predictions: Predictions, *, n_rows: int) -> None:
+    labels = predictions.labels
+    if len(labels) != n_rows:
+        raise ModelFailure(f"the model returned {len(labels)} predictions for {n_rows} rows")
+    if labels.dtype.kind == "f":
+        _require_finite(labels, n_rows=n_rows)
+    probabilities = predictions.probabilities
+    if probabilities is None:
+        return
+    if probabilities.shape != (n_rows, len(predictions.classes)):
+        raise ModelFailure(
+            f"the model returned probabilities of shape {probabilities.shape} for {n_rows} rows "
+            f"and {len(predictions.classes)} classes ({', '.join(map(str, predictions.classes))})"
+        )
+    _require_finite(probabilities, n_rows=n_rows, noun="probabilities")
+    outside = ((probabilities < 0) | (probabilities > 1)).any(axis=1)
+    if outside.any():
+        raise ModelFailure(
+            f"the model predicted probabilities outside [0, 1] for {outside.sum()} of {n_rows} rows"
+        )
+    sums = probabilities.sum(axis=1)
+    # The same tolerance as scikit-learn's multiclass roc_auc_score, which refuses the rest.
+    off = ~np.isclose(1.0, sums)
+    if off.any():
+        first = int(np.argmax(off))
+        raise ModelFailure(
+            f"the model's probabilities do not sum to 1 for {off.sum()} of {n_rows} rows "
+            f"(row {first} sums to {sums[first]:.6g})"
+        )
+
+
+def _require_finite(values: np.ndarray, *, n_rows: int, noun: str = "") -> None:
+    bad = ~np.isfinite(values)
+    bad_rows = bad.any(axis=1) if bad.ndim == 2 else bad
+    if bad_rows.any():
+        nan, inf = np.isnan(values).any(), np.isinf(values).any()
+        kind = "NaN or infinity" if nan and inf else "NaN" if nan else "infinity"
+        raise ModelFailure(f"the model predicted {f'{kind} {noun}'.strip()} for {bad_rows.sum()} of {n_rows} rows")

@@ -1,0 +1,77 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from leaderboard.models import Submission
+from leaderboard.services import submission_create, submission_start, submissions_sweep
+from tests.conftest import baseline_named
+
+
+@pytest.fixture
+def submission(adult_benchmark, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    created, _ = submission_create(
+        benchmark=adult_benchmark, owner=user, name="m", artifact=model.data, artifact_filename=model.filename
+    )
+    return created
+
+
+def past(seconds: int = 1):
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+def test_starting_claims_a_queued_submission_once(submission):
+    started = submission_start(submission.pk)
+    assert started.status == "running" and started.attempts == 1 and started.deadline_at > timezone.now()
+    assert submission_start(submission.pk) is None, "a second delivery must not start a second evaluation"
+
+
+def test_a_finished_submission_is_never_started_again(submission):
+    Submission.objects.filter(pk=submission.pk).update(status="succeeded")
+    assert submission_start(submission.pk) is None
+
+
+def test_a_running_submission_past_its_deadline_can_be_taken_over(submission):
+    submission_start(submission.pk)
+    Submission.objects.filter(pk=submission.pk).update(deadline_at=past())
+    assert submission_start(submission.pk).attempts == 2
+
+
+def test_the_sweep_requeues_a_submission_whose_worker_vanished(submission, django_capture_on_commit_callbacks):
+    submission_start(submission.pk)
+    Submission.objects.filter(pk=submission.pk).update(deadline_at=past())
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert submissions_sweep() == {"requeued": 1, "failed": 0}
+    assert len(callbacks) == 1
+    requeued = Submission.objects.get(pk=submission.pk)
+    assert requeued.status == "queued" and requeued.deadline_at > timezone.now()
+
+
+def test_the_sweep_fails_a_submission_out_of_attempts_with_a_reason(submission, settings):
+    Submission.objects.filter(pk=submission.pk).update(
+        status="running", attempts=settings.HOLDOUT_MAX_ATTEMPTS, stage="predicting", deadline_at=past()
+    )
+    assert submissions_sweep() == {"requeued": 0, "failed": 1}
+    failed = Submission.objects.get(pk=submission.pk)
+    assert failed.status == "failed" and failed.fault == "model"
+    assert "started 3 times and never finished" in failed.error and "predicting" in failed.error
+
+
+def test_the_sweep_fails_a_submission_no_worker_ever_took(submission, settings):
+    Submission.objects.filter(pk=submission.pk).update(
+        created_at=past(settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS + 5), deadline_at=past()
+    )
+    assert submissions_sweep() == {"requeued": 0, "failed": 1}
+    failed = Submission.objects.get(pk=submission.pk)
+    assert failed.status == "failed" and failed.fault == "platform" and "no worker" in failed.error
+
+
+def test_the_sweep_leaves_submissions_within_their_deadline_alone(submission):
+    submission_start(submission.pk)
+    assert submissions_sweep() == {"requeued": 0, "failed": 0}
+    assert Submission.objects.get(pk=submission.pk).status == "running"
+
+
+def test_the_sweep_runs_periodically(settings):
+    assert settings.CELERY_BEAT_SCHEDULE["sweep-stuck-submissions"]["task"] == "holdout.sweep_stuck_submissions"
