@@ -1,7 +1,10 @@
 """Load and run one untrusted model inside the limited child process (see model_process.py).
 
-Reads the features from Parquet and writes the predictions as an .npz (read back without
-pickle) plus an outcome JSON that says whether the model worked and, if not, why.
+Reads the features from Parquet, predicts them once (unless asked not to) and writes the
+predictions as an .npz (read back without pickle) plus an outcome JSON that says whether the
+model worked and, if not, why. Then it runs the requested probes (evaluators/probes/) on the same
+loaded model, each writing its own outcome as soon as it is done, so a probe that crashes or
+overruns the time limit loses only its own result.
 """
 
 import importlib
@@ -44,7 +47,7 @@ class InputMismatch(Exception):
 
 
 @dataclass
-class _Prediction:
+class Prediction:
     labels: Any
     probabilities: Any
     classes: Any
@@ -57,39 +60,69 @@ def run(request: dict) -> int:
     importlib.import_module(_LIBRARIES[request["artifact_format"]])
     stage = "loading the model"
     try:
-        if request["artifact_format"] == "skops":
-            model = _SkopsModel(request["artifact_path"], trusted=request["skops_trusted"])
-        else:
-            model = _OnnxModel(request["artifact_path"])
-        stage = "predicting"
-        prediction = model.predict(features, task=request["task"])
-        arrays = _portable_arrays(prediction, task=request["task"])
-        classes = None if prediction.classes is None else _plain_values(prediction.classes).tolist()
+        model = load_model(request)
+        if request.get("predict", True):
+            stage = "predicting"
+            prediction = model.predict(features)
+            arrays = _portable_arrays(prediction, task=request["task"])
+            classes = None if prediction.classes is None else _plain_values(prediction.classes).tolist()
     except Exception as error:
         _write_json(request["outcome_path"], _failure(error, stage))
         return 1
-    np.savez(request["arrays_path"], **arrays)
-    outcome = {"status": "ok", "classes": classes, "predict_seconds": prediction.seconds}
+    outcome = {"status": "ok", "classes": None, "predict_seconds": 0.0}
+    if request.get("predict", True):
+        np.savez(request["arrays_path"], **arrays)
+        outcome.update(classes=classes, predict_seconds=prediction.seconds)
     _write_json(request["outcome_path"], outcome)
+    for name, params in request.get("probes", {}).items():
+        _run_probe(name, params, model, features, Path(request["outcome_path"]).parent)
     return 0
 
 
-class _SkopsModel:
-    def __init__(self, path: str, *, trusted: list[str]):
+def load_model(request: dict):
+    if request["artifact_format"] == "skops":
+        return SkopsModel(request["artifact_path"], trusted=request["skops_trusted"], task=request["task"])
+    return OnnxModel(request["artifact_path"], task=request["task"])
+
+
+def _run_probe(name: str, params: dict, model, features: pd.DataFrame, workdir: Path) -> None:
+    from .probes import probe_files, probe_function
+
+    files = probe_files(workdir, name)
+    # Marks the probe under way: if the process dies now, the parent knows which probe it was.
+    files.started.touch()
+    start = time.perf_counter()
+    try:
+        result = probe_function(name)(model, features, params)
+    except Exception as error:  # noqa: BLE001 - a failing probe fails only its evaluator
+        failure = _failure(error, f"running the {name} probe")
+        _write_json(files.outcome, {**failure, "seconds": time.perf_counter() - start})
+        return
+    np.savez(files.arrays, **{key: _plain_values(value) for key, value in result.arrays.items()})
+    _write_json(files.outcome, {"status": "ok", "document": result.document, "seconds": time.perf_counter() - start})
+
+
+class SkopsModel:
+    """A scikit-learn estimator or pipeline, called with a DataFrame of the feature columns."""
+
+    format = "skops"
+
+    def __init__(self, path: str, *, trusted: list[str], task: str):
         import skops.io
 
+        self.task = task
         self.estimator = skops.io.load(path, trusted=trusted)
 
-    def predict(self, features: pd.DataFrame, *, task: str) -> _Prediction:
+    def predict(self, features: pd.DataFrame) -> Prediction:
         start = time.perf_counter()
         labels = self.estimator.predict(features)
         probabilities = classes = None
-        if task != "regression":
+        if self.task != "regression":
             predict_proba = _predict_proba_method(self.estimator)
             if predict_proba is not None:
                 probabilities = predict_proba(features)
                 classes = self.estimator.classes_
-        return _Prediction(labels, probabilities, classes, time.perf_counter() - start)
+        return Prediction(labels, probabilities, classes, time.perf_counter() - start)
 
 
 def _predict_proba_method(estimator):
@@ -101,10 +134,15 @@ def _predict_proba_method(estimator):
         return None
 
 
-class _OnnxModel:
-    def __init__(self, path: str):
+class OnnxModel:
+    """An ONNX graph run by onnxruntime on one thread, fed the feature columns as it declares them."""
+
+    format = "onnx"
+
+    def __init__(self, path: str, *, task: str):
         import onnxruntime
 
+        self.task = task
         self.model_bytes = Path(path).read_bytes()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
@@ -114,16 +152,23 @@ class _OnnxModel:
             self.model_bytes, options, providers=["CPUExecutionProvider"]
         )
 
-    def predict(self, features: pd.DataFrame, *, task: str) -> _Prediction:
-        feeds = _onnx_feeds(self.session.get_inputs(), features)
+    def predict(self, features: pd.DataFrame) -> Prediction:
+        feeds = self.feeds(features)
         start = time.perf_counter()
         outputs = self.session.run(None, feeds)
         seconds = time.perf_counter() - start
+        return self.prediction(outputs, seconds)
+
+    def feeds(self, features: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The inputs for these rows; split from running so a timing loop can prepare them once."""
+        return _onnx_feeds(self.session.get_inputs(), features)
+
+    def prediction(self, outputs: list, seconds: float) -> Prediction:
         labels = outputs[0]
-        if task == "regression" or len(outputs) == 1:
-            return _Prediction(labels, None, None, seconds)
+        if self.task == "regression" or len(outputs) == 1:
+            return Prediction(labels, None, None, seconds)
         probabilities, classes = self._probabilities(outputs[1], labels)
-        return _Prediction(labels, probabilities, classes, seconds)
+        return Prediction(labels, probabilities, classes, seconds)
 
     def _probabilities(self, output, labels) -> tuple[Any, list]:
         if isinstance(output, list):  # skl2onnx's ZipMap: one {class: probability} dict per row
@@ -201,7 +246,7 @@ def _column_feed(model_input, column: pd.Series) -> np.ndarray:
         ) from None
 
 
-def _portable_arrays(prediction: _Prediction, *, task: str) -> dict[str, np.ndarray]:
+def _portable_arrays(prediction: Prediction, *, task: str) -> dict[str, np.ndarray]:
     labels = np.asarray(prediction.labels).reshape(-1)
     arrays = {"labels": labels.astype(np.float64) if task == "regression" else _plain_values(labels)}
     if prediction.probabilities is not None:

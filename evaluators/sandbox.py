@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .model_runner import MEMORY_MARKERS
+from .probes import probe_files
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _STDERR_TAIL_BYTES = 2000
@@ -46,6 +47,22 @@ class Predictions:
     predict_seconds: float
 
 
+@dataclass
+class ProbeOutcome:
+    """What one probe measured in the model process, or why it could not."""
+
+    document: dict | None
+    arrays: dict[str, np.ndarray]
+    error: str | None
+    seconds: float
+
+
+@dataclass
+class SandboxRun:
+    predictions: Predictions | None  # None when the run was asked not to predict
+    probes: dict[str, ProbeOutcome]
+
+
 def predict_in_sandbox(
     *,
     artifact_path: str,
@@ -55,6 +72,33 @@ def predict_in_sandbox(
     skops_trusted: Sequence[str],
     limits: Limits,
 ) -> Predictions:
+    return run_in_sandbox(
+        artifact_path=artifact_path,
+        artifact_format=artifact_format,
+        features=features,
+        task=task,
+        skops_trusted=skops_trusted,
+        limits=limits,
+    ).predictions
+
+
+def run_in_sandbox(
+    *,
+    artifact_path: str,
+    artifact_format: str,
+    features: pd.DataFrame,
+    task: str,
+    skops_trusted: Sequence[str],
+    limits: Limits,
+    predict: bool = True,
+    probes: dict[str, dict] | None = None,
+) -> SandboxRun:
+    """Load the model once in a limited child, predict the features, then run the probes.
+
+    A model that fails to load or predict raises ModelFailure. A probe that fails, crashes the
+    process or runs out of time loses only its own outcome (and those after it).
+    """
+    probes = probes or {}
     with tempfile.TemporaryDirectory(prefix="holdout-model-") as directory:
         workdir = Path(directory)
         request = {
@@ -67,16 +111,45 @@ def predict_in_sandbox(
             "features_path": str(workdir / "features.parquet"),
             "arrays_path": str(workdir / "predictions.npz"),
             "outcome_path": str(workdir / "outcome.json"),
+            "predict": predict,
+            "probes": probes,
         }
         features.to_parquet(request["features_path"], index=False)
         (workdir / "request.json").write_text(json.dumps(request))
-        returncode = _run_child(workdir, limits)
+        returncode, timed_out = _run_child(workdir, limits)
+        if not Path(request["outcome_path"]).exists() and timed_out:
+            raise ModelFailure(f"the model did not finish within {limits.wall_seconds:g} s (wall-clock limit)")
         predictions = _read_predictions(request, returncode, workdir, limits)
-    _check_predictions(predictions, n_rows=len(features))
-    return predictions
+        if predictions is not None:
+            _check_predictions(predictions, n_rows=len(features))
+        outcomes = {
+            name: _read_probe(workdir, name, returncode=returncode, timed_out=timed_out, limits=limits)
+            for name in probes
+        }
+    return SandboxRun(predictions=predictions, probes=outcomes)
 
 
-def _run_child(workdir: Path, limits: Limits) -> int:
+def _read_probe(workdir: Path, name: str, *, returncode: int, timed_out: bool, limits: Limits) -> ProbeOutcome:
+    files = probe_files(workdir, name)
+    if files.outcome.exists():
+        outcome = json.loads(files.outcome.read_text())
+        if outcome["status"] != "ok":
+            message = _memory_message(limits) if outcome["out_of_memory"] else outcome["message"]
+            return ProbeOutcome(None, {}, message, outcome["seconds"])
+        with np.load(files.arrays, allow_pickle=False) as arrays:
+            loaded = {key: arrays[key] for key in arrays.files}
+        return ProbeOutcome(outcome["document"], loaded, None, outcome["seconds"])
+    if not files.started.exists():
+        return ProbeOutcome(None, {}, f"the {name} probe did not run: the model process ended before it", 0.0)
+    if timed_out:
+        reason = f"the model process did not finish within {limits.wall_seconds:g} s (wall-clock limit)"
+    else:
+        reason = str(_crash(returncode, _stderr_tail(workdir), limits))
+    return ProbeOutcome(None, {}, f"{reason} while running the {name} probe", 0.0)
+
+
+def _run_child(workdir: Path, limits: Limits) -> tuple[int, bool]:
+    """Run the model process to its end; returns its exit status and whether it timed out."""
     with open(workdir / "stderr.txt", "wb") as stderr:
         child = subprocess.Popen(
             [sys.executable, "-m", "evaluators.model_process", str(workdir / "request.json")],
@@ -88,11 +161,10 @@ def _run_child(workdir: Path, limits: Limits) -> int:
             start_new_session=True,  # its own process group, so a timeout can kill all of it
         )
     try:
-        return child.wait(timeout=limits.wall_seconds)
+        return child.wait(timeout=limits.wall_seconds), False
     except subprocess.TimeoutExpired:
-        raise ModelFailure(
-            f"the model did not finish within {limits.wall_seconds:g} s (wall-clock limit)"
-        ) from None
+        _kill_process_group(child)
+        return child.returncode, True
     finally:
         # Also reached when this worker is being stopped while it waits.
         if child.returncode is None:
@@ -116,13 +188,15 @@ def _child_environment() -> dict[str, str]:
     }
 
 
-def _read_predictions(request: dict, returncode: int, workdir: Path, limits: Limits) -> Predictions:
+def _read_predictions(request: dict, returncode: int, workdir: Path, limits: Limits) -> Predictions | None:
     outcome_path = Path(request["outcome_path"])
     if not outcome_path.exists():
         raise _crash(returncode, _stderr_tail(workdir), limits)
     outcome = json.loads(outcome_path.read_text())
     if outcome["status"] == "failed":
         raise ModelFailure(_memory_message(limits) if outcome["out_of_memory"] else outcome["message"])
+    if not request["predict"]:
+        return None
     with np.load(request["arrays_path"], allow_pickle=False) as arrays:
         labels = arrays["labels"]
         probabilities = arrays["probabilities"] if "probabilities" in arrays.files else None

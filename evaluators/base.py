@@ -1,0 +1,60 @@
+"""The one small interface every evaluator honours, and what it is given.
+
+An evaluator turns the shared evaluation input (the test set, the one prediction pass, and what
+the model process measured for it) into scalar objectives, their intervals and a full report
+document. Evaluators never load or call the model themselves: whatever needs the model runs as a
+*probe* inside the sandboxed model process (see evaluators/probes/), and the evaluator reads the
+probe's outcome here.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+
+from .sandbox import Predictions, ProbeOutcome
+
+
+@dataclass(frozen=True)
+class EvaluationInput:
+    task: str  # "binary" | "multiclass" | "regression"
+    y_true: np.ndarray  # (n,) the hidden labels, in test-set order
+    predictions: Predictions  # the one prediction pass over the test set
+    features: pd.DataFrame  # the benchmark's feature columns, exactly what the model saw
+    sensitive: pd.DataFrame  # the benchmark's sensitive columns (may overlap the features)
+    times: pd.Series | None  # the time column as datetime64, or None
+    classes: list  # the benchmark's class labels (sorted); [] for regression
+    positive_label: Any  # binary only
+    primary_metric: str  # an objective key, e.g. "accuracy"
+    resamples: int  # bootstrap resamples for intervals
+    seed: int  # the benchmark's seed: the same resampled rows for every submission
+    metadata: dict  # the submitter's free metadata (e.g. training_cutoff)
+    options: dict  # this evaluator's benchmark settings (min group size, prices, budgets, ...)
+    artifact_bytes: int
+    artifact_format: str  # "onnx" | "skops"
+    probes: dict[str, ProbeOutcome] = field(default_factory=dict)  # by probe name
+    previous: dict[str, dict] = field(default_factory=dict)  # earlier evaluators' metrics by name
+
+
+@dataclass
+class EvaluatorResult:
+    metrics: dict[str, float]  # canonical objective keys only
+    intervals: dict[str, list[float]]  # [low, high] for the metrics sampling makes uncertain
+    document: dict  # the full report, JSON-serialisable
+
+
+class EvaluatorError(Exception):
+    """This evaluator cannot measure this submission; the message says why, for the report."""
+
+
+class Evaluator(Protocol):
+    name: ClassVar[str]  # report name: performance, fairness, interpretability, latency, size, cost, decay
+    probes: ClassVar[tuple[str, ...]]  # model-process probes it reads, e.g. ("explain",)
+    queue: ClassVar[str]  # "evaluate", or "latency" for what must run alone on the CPU
+
+    def applies(self, data: EvaluationInput) -> bool:
+        """Whether this benchmark and submission can be measured at all (e.g. a time column)."""
+
+    def evaluate(self, data: EvaluationInput) -> EvaluatorResult:
+        """Measure; raise EvaluatorError (or anything) to fail this evaluator alone."""
