@@ -20,13 +20,14 @@ from .sandbox import Predictions, ProbeOutcome
 class EvaluationInput:
     task: str  # "binary" | "multiclass" | "regression"
     y_true: np.ndarray  # (n,) the hidden labels, in test-set order
-    predictions: Predictions  # the one prediction pass over the test set
+    predictions: Predictions | None  # the one prediction pass; None only in probe_params()
     features: pd.DataFrame  # the benchmark's feature columns, exactly what the model saw
     sensitive: pd.DataFrame  # the benchmark's sensitive columns (may overlap the features)
     times: pd.Series | None  # the time column as datetime64, or None
     classes: list  # the benchmark's class labels (sorted); [] for regression
     positive_label: Any  # binary only
     primary_metric: str  # an objective key, e.g. "accuracy"
+    primary_higher_is_better: bool
     resamples: int  # bootstrap resamples for intervals
     seed: int  # the benchmark's seed: the same resampled rows for every submission
     metadata: dict  # the submitter's free metadata (e.g. training_cutoff)
@@ -55,6 +56,9 @@ class Evaluator(Protocol):
 
     def applies(self, data: EvaluationInput) -> bool:
         """Whether this benchmark and submission can be measured at all (e.g. a time column)."""
+
+    def probe_params(self, data: EvaluationInput) -> dict[str, dict]:
+        """{probe name: JSON params} for the model process; `data.predictions` is None here."""
 
     def evaluate(self, data: EvaluationInput) -> EvaluatorResult:
         """Measure; raise EvaluatorError (or anything) to fail this evaluator alone."""

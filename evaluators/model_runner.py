@@ -9,6 +9,7 @@ overruns the time limit loses only its own result.
 
 import importlib
 import json
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,10 @@ def run(request: dict) -> int:
     importlib.import_module(_LIBRARIES[request["artifact_format"]])
     stage = "loading the model"
     try:
+        rss_before = _resident_bytes()
         model = load_model(request)
+        # What loading the model added to this process, for the size report.
+        model.loaded_rss_bytes = _resident_bytes() - rss_before
         if request.get("predict", True):
             stage = "predicting"
             prediction = model.predict(features)
@@ -77,6 +81,11 @@ def run(request: dict) -> int:
     for name, params in request.get("probes", {}).items():
         _run_probe(name, params, model, features, Path(request["outcome_path"]).parent)
     return 0
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
 
 
 def load_model(request: dict):

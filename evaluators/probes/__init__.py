@@ -4,7 +4,8 @@ A probe is a function ``probe(model, features, params) -> ProbeResult`` in the m
 name here (inspect, explain, latency). ``model`` is the loaded SkopsModel or OnnxModel from
 evaluators.model_runner: ``model.format``, ``model.task``, ``model.predict(features)`` (labels,
 probabilities, classes, seconds), plus ``model.estimator`` (skops) or ``model.session``,
-``model.feeds(features)`` and ``model.prediction(outputs, seconds)`` (ONNX). ``features`` is the
+``model.feeds(features)`` and ``model.prediction(outputs, seconds)`` (ONNX), and
+``model.loaded_rss_bytes`` (resident memory that loading the model added). ``features`` is the
 whole test set's feature columns; ``params`` is a JSON object from the parent. A probe returns a
 JSON-serialisable document and plain (non-object) numpy arrays. Any exception fails the probe
 alone; the parent's evaluator then reports why.
