@@ -136,6 +136,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     web_url = serializers.SerializerMethodField()
     reports = serializers.SerializerMethodField()
+    report_errors = serializers.SerializerMethodField()
     artifact = serializers.SerializerMethodField()
 
     class Meta:
@@ -143,7 +144,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
         fields = [
             "id", "benchmark", "owner", "name", "description", "is_baseline", "status", "stage",
             "progress", "error", "fault", "attempts", "created_at", "started_at", "finished_at",
-            "metrics", "intervals", "reports", "artifact", "metadata", "url", "web_url",
+            "metrics", "intervals", "reports", "report_errors", "artifact", "metadata", "url", "web_url",
         ]
 
     def get_url(self, submission) -> str:
@@ -153,11 +154,16 @@ class SubmissionSerializer(serializers.ModelSerializer):
         return _absolute(self.context.get("request"), submission.get_absolute_url())
 
     def get_reports(self, submission) -> dict[str, str]:
+        """Links to the full documents of the evaluators that measured this submission."""
         request = self.context.get("request")
         return {
             evaluator: _absolute(request, reverse("api-report-detail", args=[submission.id, evaluator]))
-            for evaluator in submission.reports.values_list("evaluator", flat=True)
+            for evaluator in submission.reports.filter(error="").values_list("evaluator", flat=True)
         }
+
+    def get_report_errors(self, submission) -> dict[str, str]:
+        """Why each evaluator that failed could not measure this submission."""
+        return dict(submission.reports.exclude(error="").values_list("evaluator", "error"))
 
     def get_artifact(self, submission) -> dict:
         return {

@@ -35,7 +35,8 @@ class EvaluationInput:
     artifact_bytes: int
     artifact_format: str  # "onnx" | "skops"
     probes: dict[str, ProbeOutcome] = field(default_factory=dict)  # by probe name
-    previous: dict[str, dict] = field(default_factory=dict)  # earlier evaluators' metrics by name
+    # Earlier evaluators' results by name: {"metrics": {...}, "document": {...}} (cost reads these).
+    previous: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +48,16 @@ class EvaluatorResult:
 
 class EvaluatorError(Exception):
     """This evaluator cannot measure this submission; the message says why, for the report."""
+
+
+def probe_outcome(data: EvaluationInput, name: str):
+    """The named probe's outcome, or EvaluatorError saying why there is none."""
+    outcome = data.probes.get(name)
+    if outcome is None:
+        raise EvaluatorError(f"the {name} probe did not run")
+    if outcome.error is not None:
+        raise EvaluatorError(outcome.error)
+    return outcome
 
 
 class Evaluator(Protocol):

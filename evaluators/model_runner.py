@@ -61,10 +61,10 @@ def run(request: dict) -> int:
     importlib.import_module(_LIBRARIES[request["artifact_format"]])
     stage = "loading the model"
     try:
-        rss_before = _resident_bytes()
+        rss_before = resident_bytes()
         model = load_model(request)
         # What loading the model added to this process, for the size report.
-        model.loaded_rss_bytes = _resident_bytes() - rss_before
+        model.loaded_rss_bytes = resident_bytes() - rss_before
         if request.get("predict", True):
             stage = "predicting"
             prediction = model.predict(features)
@@ -83,7 +83,7 @@ def run(request: dict) -> int:
     return 0
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
@@ -127,14 +127,14 @@ class SkopsModel:
         labels = self.estimator.predict(features)
         probabilities = classes = None
         if self.task != "regression":
-            predict_proba = _predict_proba_method(self.estimator)
+            predict_proba = predict_proba_method(self.estimator)
             if predict_proba is not None:
                 probabilities = predict_proba(features)
                 classes = self.estimator.classes_
         return Prediction(labels, probabilities, classes, time.perf_counter() - start)
 
 
-def _predict_proba_method(estimator):
+def predict_proba_method(estimator):
     try:
         return estimator.predict_proba
     # A Pipeline asks its final step whether it has predict_proba, and that check is the
@@ -244,8 +244,8 @@ def _column_feed(model_input, column: pd.Series) -> np.ndarray:
     shape = (-1,) if len(model_input.shape) == 1 else (-1, 1)
     if dtype is object:
         # A string tensor cannot hold a missing value, so gaps in text columns arrive as "".
-        text = ["" if pd.isna(value) else str(value) for value in column]
-        return np.array(text, dtype=object).reshape(shape)
+        text = column.astype(str).where(column.notna(), "")
+        return text.to_numpy(dtype=object).reshape(shape)
     try:
         return column.to_numpy(dtype=dtype).reshape(shape)
     except (TypeError, ValueError) as error:

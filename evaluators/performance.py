@@ -22,6 +22,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from .base import EvaluationInput, EvaluatorResult
 from .sandbox import ModelFailure, Predictions
 
 INTERVAL_PERCENTILES = (2.5, 97.5)
@@ -238,3 +239,35 @@ class _ResampledRocAuc:
         with np.errstate(divide="ignore", invalid="ignore"):
             # 0 / 0 = NaN when the resample has no positive or no negative row.
             return (pos * (neg_below + neg / 2)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+class PerformanceEvaluator:
+    """Accuracy and friends (or RMSE, MAE, R²) on the one prediction pass, with paired intervals."""
+
+    name = "performance"
+    probes = ()
+    queue = "evaluate"
+
+    def applies(self, data: EvaluationInput) -> bool:
+        return True
+
+    def probe_params(self, data: EvaluationInput) -> dict[str, dict]:
+        return {}
+
+    def evaluate(self, data: EvaluationInput) -> EvaluatorResult:
+        result = performance_objectives(
+            y_true=data.y_true,
+            predictions=data.predictions,
+            task=data.task,
+            classes=data.classes,
+            positive_label=data.positive_label,
+            resamples=data.resamples,
+            seed=data.seed,
+        )
+        document = {
+            **result,
+            "rows": len(data.y_true),
+            "predict_seconds": data.predictions.predict_seconds,
+            "has_probabilities": data.predictions.probabilities is not None,
+        }
+        return EvaluatorResult(metrics=result["metrics"], intervals=result["intervals"], document=document)

@@ -29,6 +29,10 @@ class Benchmark(models.Model):
     primary_metric = models.CharField(max_length=32)
     # {objective key: default weight}; the leaderboard shows these objectives.
     objectives = models.JSONField(default=dict)
+    # The evaluators that measure this benchmark's submissions, and their settings
+    # ({evaluator: {option: value}}, over each evaluator's documented DEFAULT_OPTIONS).
+    evaluators = models.JSONField(default=list)
+    evaluator_options = models.JSONField(default=dict, blank=True)
     train_data = models.FileField(upload_to="benchmarks/")
     test_data = models.FileField(upload_to="benchmarks/")
     train_rows = models.PositiveIntegerField()
@@ -64,6 +68,9 @@ class Submission(models.Model):
         FAILED = "failed"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
+    # A running submission is in one of two phases: evaluation (any other stage) or latency.
+    LATENCY_QUEUED = "latency-queued"
+    LATENCY = "latency"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     benchmark = models.ForeignKey(Benchmark, on_delete=models.PROTECT, related_name="submissions")
@@ -87,6 +94,7 @@ class Submission(models.Model):
     # Who a failure is on: a platform fault (lost worker, storage) is not the submitter's to fix.
     fault = models.CharField(max_length=16, blank=True, choices=[("model", "model"), ("platform", "platform")])
     attempts = models.PositiveIntegerField(default=0)
+    latency_attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -117,6 +125,10 @@ class Submission(models.Model):
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
 
+    @property
+    def in_latency_phase(self) -> bool:
+        return self.status == self.Status.RUNNING and self.stage in (self.LATENCY_QUEUED, self.LATENCY)
+
     def next_deadline(self):
         return timezone.now() + timedelta(seconds=self.benchmark.time_limit_seconds)
 
@@ -125,6 +137,8 @@ class Report(models.Model):
     submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="reports")
     evaluator = models.CharField(max_length=32)
     document = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict)
+    intervals = models.JSONField(default=dict)
     error = models.TextField(blank=True)
     seconds = models.FloatField(default=0.0)
     created_at = models.DateTimeField(default=timezone.now)

@@ -21,12 +21,13 @@ from django.utils.text import slugify
 from evaluators.artifacts import ArtifactRejected, inspect_artifact
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Report, Submission
-from leaderboard.objectives import OBJECTIVES, TASKS, performance_keys
+from leaderboard.objectives import TASKS, evaluators_applying, objective_keys, performance_keys
 from leaderboard.tables import table_read, table_to_parquet
 
 log = logging.getLogger(__name__)
 
 EVALUATE_TASK = "holdout.evaluate_submission"
+LATENCY_TASK = "holdout.measure_latency"
 MAX_NAME_LENGTH = 120
 MAX_METADATA_BYTES = 16 * 1024
 
@@ -91,12 +92,14 @@ def benchmark_create(
         for frame in (train, test):
             frame[spec["time_column"]] = pd.to_datetime(frame[spec["time_column"]], format="mixed")
 
+    evaluators = evaluators_applying(sensitive_columns=spec["sensitive_columns"], time_column=spec["time_column"])
     benchmark = Benchmark(
         slug=slug,
         name=name.strip(),
         description=description or "",
         task=task,
-        objectives={key: (1.0 if key == spec["primary_metric"] else 0.0) for key in performance_keys(task)},
+        evaluators=evaluators,
+        objectives={key: (1.0 if key == spec["primary_metric"] else 0.0) for key in objective_keys(task, evaluators)},
         train_rows=len(train),
         test_rows=len(test),
         created_by=created_by,
@@ -346,16 +349,20 @@ def submission_create(
 
 
 def submission_enqueue(submission: Submission) -> None:
-    """Send the evaluation task once the row is committed, so a worker never sees a missing row.
+    _send_on_commit(EVALUATE_TASK, submission, queue="evaluate")
+
+
+def _send_on_commit(task: str, submission: Submission, *, queue: str) -> None:
+    """Send a task once the row is committed, so a worker never sees a missing or stale row.
 
     A broker that is down loses nothing: the sweep sends it again.
     """
 
     def send() -> None:
         try:
-            current_app.send_task(EVALUATE_TASK, args=[str(submission.id)])
+            current_app.send_task(task, args=[str(submission.id)], queue=queue)
         except Exception:  # noqa: BLE001 - the database is the record; the sweep retries.
-            log.exception("could not enqueue submission %s; the sweep will retry", submission.id)
+            log.exception("could not send %s for submission %s; the sweep will retry", task, submission.id)
 
     transaction.on_commit(send)
 
@@ -371,7 +378,7 @@ def submission_start(submission_id) -> Submission | None:
         submission = (
             Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
         )
-        if submission is None or submission.is_finished:
+        if submission is None or submission.is_finished or submission.in_latency_phase:
             return None
         held_by_live_worker = (
             submission.status == Submission.Status.RUNNING
@@ -401,15 +408,70 @@ def submission_progress(submission: Submission, *, stage: str, progress: float) 
     submission.stage, submission.progress = stage, progress
 
 
-def report_store(submission: Submission, *, evaluator: str, document: dict, seconds: float, error: str = "") -> None:
-    Report.objects.update_or_create(
-        submission=submission,
-        evaluator=evaluator,
-        defaults={"document": document, "seconds": seconds, "error": error},
-    )
+def report_record(
+    submission: Submission,
+    *,
+    evaluator: str,
+    seconds: float,
+    metrics: dict | None = None,
+    intervals: dict | None = None,
+    document: dict | None = None,
+    error: str = "",
+) -> None:
+    """Store one evaluator's report and merge its scalars into the submission's."""
+    with transaction.atomic():
+        Report.objects.update_or_create(
+            submission=submission,
+            evaluator=evaluator,
+            defaults={
+                "document": document or {},
+                "metrics": metrics or {},
+                "intervals": intervals or {},
+                "seconds": seconds,
+                "error": error,
+            },
+        )
+        locked = Submission.objects.select_for_update().get(pk=submission.pk)
+        locked.metrics = {**locked.metrics, **(metrics or {})}
+        locked.intervals = {**locked.intervals, **(intervals or {})}
+        locked.save(update_fields=["metrics", "intervals"])
 
 
-def submission_succeed(submission: Submission, *, metrics: dict, intervals: dict) -> None:
+def submission_latency_handoff(submission: Submission) -> None:
+    """Queue the latency phase: it runs on its own queue, one at a time, so nothing competes for the CPU."""
+    with transaction.atomic():
+        locked = Submission.objects.select_for_update().get(pk=submission.pk)
+        if locked.status != Submission.Status.RUNNING:
+            return
+        locked.stage = Submission.LATENCY_QUEUED
+        locked.progress = max(locked.progress, 0.8)
+        locked.deadline_at = locked.next_deadline()
+        locked.save(update_fields=["stage", "progress", "deadline_at"])
+        _send_on_commit(LATENCY_TASK, locked, queue="latency")
+
+
+def submission_latency_start(submission_id) -> Submission | None:
+    """Claim the latency phase; None when it is not waiting for it or another worker holds it."""
+    now = timezone.now()
+    with transaction.atomic():
+        submission = (
+            Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
+        )
+        if submission is None or not submission.in_latency_phase:
+            return None
+        if submission.stage == Submission.LATENCY and submission.deadline_at and submission.deadline_at > now:
+            return None
+        if submission.latency_attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
+            _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
+            return None
+        submission.stage = Submission.LATENCY
+        submission.latency_attempts += 1
+        submission.deadline_at = submission.next_deadline()
+        submission.save()
+    return submission
+
+
+def submission_succeed(submission: Submission) -> None:
     with transaction.atomic():
         locked = Submission.objects.select_for_update().get(pk=submission.pk)
         if locked.is_finished:
@@ -417,8 +479,6 @@ def submission_succeed(submission: Submission, *, metrics: dict, intervals: dict
         locked.status = Submission.Status.SUCCEEDED
         locked.stage = "done"
         locked.progress = 1.0
-        locked.metrics = metrics
-        locked.intervals = intervals
         locked.finished_at = timezone.now()
         locked.deadline_at = None
         locked.save()
@@ -442,8 +502,10 @@ def _submission_fail_locked(submission: Submission, message: str, *, stage: str,
 
 
 def _attempts_exhausted_message(submission: Submission) -> str:
+    attempts = submission.latency_attempts if submission.in_latency_phase else submission.attempts
+    phase = "latency measurement" if submission.in_latency_phase else "evaluation"
     return (
-        f"the evaluation was started {submission.attempts} times and never finished (last stage: "
+        f"the {phase} was started {attempts} times and never finished (last stage: "
         f"{submission.stage}); each attempt was stopped by its {submission.benchmark.time_limit_seconds} s "
         "time limit or lost with its worker. Check that the model predicts the test set well within "
         "the limit, then submit it again."
@@ -477,9 +539,18 @@ def submissions_sweep() -> dict:
                 )
                 counts["failed"] += 1
                 continue
-            if submission.attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
+            attempts = submission.latency_attempts if submission.in_latency_phase else submission.attempts
+            if attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
                 _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
                 counts["failed"] += 1
+                continue
+            if submission.in_latency_phase:
+                # The evaluation's reports are stored; only the latency phase is sent again.
+                submission.stage = Submission.LATENCY_QUEUED
+                submission.deadline_at = submission.next_deadline()
+                submission.save()
+                _send_on_commit(LATENCY_TASK, submission, queue="latency")
+                counts["requeued"] += 1
                 continue
             submission.status = Submission.Status.QUEUED
             submission.stage = "queued"

@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from leaderboard.errors import Rejected
 from leaderboard.forms import SubmissionForm
 from leaderboard.models import Benchmark, Submission
-from leaderboard.selectors import benchmark_train_csv, benchmarks_with_counts, leaderboard_get
+from leaderboard.selectors import benchmark_train_csv, benchmarks_with_counts, leaderboard_get, submission_sections
 from leaderboard.services import submission_create
 
 
@@ -62,16 +62,8 @@ def submission_new(request, slug):
 
 def submission_detail(request, pk):
     submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
-    objectives = [
-        {
-            "objective": objective,
-            "value": submission.metrics.get(objective.key),
-            "interval": submission.intervals.get(objective.key),
-        }
-        for objective in leaderboard_get(submission.benchmark).objectives
-    ]
     return render(
         request,
         "submission_detail.html",
-        {"submission": submission, "objectives": objectives, "reports": submission.reports.all()},
+        {"submission": submission, "sections": submission_sections(submission)},
     )

@@ -11,8 +11,12 @@ mkdir -p var
 .venv/bin/python manage.py seed_demo
 
 .venv/bin/celery -A workers.app worker -B -Q evaluate --concurrency "${WORKER_CONCURRENCY:-1}" \
-  --schedule var/celerybeat-schedule --loglevel INFO >var/worker.log 2>&1 &
-worker=$!
-trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
-echo "Worker log: var/worker.log. Holdout: http://127.0.0.1:${PORT:-8000}/ (staff user demo / demo)"
+  --hostname evaluate@%h --schedule var/celerybeat-schedule --loglevel INFO >var/worker.log 2>&1 &
+evaluate_worker=$!
+# Latency is timed alone: its own queue, one task at a time.
+.venv/bin/celery -A workers.app worker -Q latency --concurrency 1 --hostname latency@%h \
+  --loglevel INFO >var/latency-worker.log 2>&1 &
+latency_worker=$!
+trap 'kill $evaluate_worker $latency_worker 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+echo "Worker logs: var/worker.log, var/latency-worker.log. Holdout: http://127.0.0.1:${PORT:-8000}/ (staff user demo / demo)"
 .venv/bin/gunicorn leaderboard.wsgi --bind "127.0.0.1:${PORT:-8000}" --workers 2 --access-logfile -

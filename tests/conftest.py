@@ -24,7 +24,7 @@ def worker_start(database_name: str, *extra_env: tuple[str, str]) -> subprocess.
     }
     log = open(VAR_DIR / f"worker-{time.monotonic_ns()}.log", "wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "evaluate",
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "evaluate,latency",
          "--concurrency", "1", "--pool", "prefork", "--loglevel", "INFO", "--without-gossip",
          "--without-mingle", "--without-heartbeat"],
         cwd=PROJECT_DIR,
@@ -108,7 +108,7 @@ def adult_benchmark(db, adult_frames):
     from leaderboard.tables import table_to_parquet
 
     train, test = adult_frames
-    return benchmark_create(
+    benchmark = benchmark_create(
         slug="adult",
         name="Adult",
         task="binary",
@@ -123,6 +123,9 @@ def adult_benchmark(db, adult_frames):
         test_filename="test.parquet",
         time_limit_seconds=60,
     )
+    benchmark.evaluator_options = QUICK_EVALUATOR_OPTIONS
+    benchmark.save(update_fields=["evaluator_options"])
+    return benchmark
 
 
 @pytest.fixture
@@ -140,3 +143,55 @@ def api_client(user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
+
+
+# Small budgets keep the sampled and timed evaluators quick in tests; the defaults are larger.
+QUICK_EVALUATOR_OPTIONS = {
+    "interpretability": {"max_rows": 24, "max_seconds": 10, "background_rows": 20},
+    "latency": {"max_seconds": 1.0, "min_calls": 50},
+}
+
+
+@pytest.fixture(scope="session")
+def lending_frames():
+    from leaderboard.demo.synthetic import lending_dataset
+
+    return lending_dataset(n_train=3000, n_test=3600)
+
+
+@pytest.fixture(scope="session")
+def lending_baselines(lending_frames):
+    from leaderboard.demo.baselines import train_baselines
+    from leaderboard.demo.synthetic import LENDING_SPEC
+
+    return {baseline.filename.rsplit(".", 1)[-1] + ":" + baseline.name: baseline
+            for baseline in train_baselines(lending_frames[0], LENDING_SPEC, quick=True)}
+
+
+@pytest.fixture
+def lending_benchmark(db, lending_frames):
+    """The generated benchmark: sensitive columns and a time column, so every evaluator applies."""
+    from leaderboard.demo.synthetic import LENDING_SPEC
+    from leaderboard.services import benchmark_create
+    from leaderboard.tables import table_to_parquet
+
+    train, test = lending_frames
+    benchmark = benchmark_create(
+        slug="lending",
+        name="Lending",
+        task="binary",
+        target_column=LENDING_SPEC["target"],
+        feature_columns=LENDING_SPEC["feature_columns"],
+        sensitive_columns=LENDING_SPEC["sensitive_columns"],
+        time_column=LENDING_SPEC["time_column"],
+        positive_label=LENDING_SPEC["positive_label"],
+        primary_metric=LENDING_SPEC["primary_metric"],
+        train_data=table_to_parquet(train),
+        train_filename="train.parquet",
+        test_data=table_to_parquet(test),
+        test_filename="test.parquet",
+        time_limit_seconds=120,
+    )
+    benchmark.evaluator_options = QUICK_EVALUATOR_OPTIONS
+    benchmark.save(update_fields=["evaluator_options"])
+    return benchmark

@@ -70,7 +70,8 @@ def test_an_onnx_model_posted_over_http_is_evaluated_and_its_numbers_equal_sklea
         assert low <= body["metrics"][key] <= high, key
 
     report = requests.get(body["reports"]["performance"], timeout=10).json()
-    assert report["document"]["metrics"] == body["metrics"]
+    assert report["document"]["metrics"].items() <= body["metrics"].items()
+    assert set(body["reports"]) == set(adult_benchmark.evaluators), body["report_errors"]
 
     board = requests.get(f"{live_server.url}/api/v1/benchmarks/{adult_benchmark.slug}/leaderboard/", timeout=10).json()
     assert [entry["submission"]["id"] for entry in board["entries"]] == [created["id"]]

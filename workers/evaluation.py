@@ -1,23 +1,36 @@
-"""One evaluation: claim the submission, predict the hidden test set once in a sandbox, measure.
+"""One evaluation, in two phases, each a Celery task that claims the submission first.
 
-Model faults (a crash, wrong inputs, NaN) fail the submission with the model's error; anything
-else is a platform fault and says so, so nobody is told to fix a model that was fine.
+The evaluation phase predicts the hidden test set once in the sandboxed model process (which also
+runs the probes the evaluators ask for) and runs every enabled evaluator on that one prediction
+pass. The latency phase runs on its own queue, one at a time, so nothing competes for the CPU
+while the model is timed; cost, which needs the timings, runs after it.
+
+A model fault (a crash, wrong inputs, NaN) fails the submission with the model's error; a
+failing evaluator other than performance fails only its own report; anything else is a platform
+fault and says so, so nobody is told to fix a model that was fine.
 """
 
 import logging
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 from django.conf import settings
 
-from evaluators.performance import performance_objectives
-from evaluators.sandbox import Limits, ModelFailure, predict_in_sandbox
-from leaderboard.models import Submission
+from evaluators.base import EvaluationInput, Evaluator
+from evaluators.probes import PROBE_NAMES
+from evaluators.registry import evaluator_get, evaluator_options
+from evaluators.sandbox import Limits, ModelFailure, SandboxRun, run_in_sandbox
+from leaderboard.models import Benchmark, Submission
 from leaderboard.services import (
-    report_store,
+    report_record,
     submission_fail,
+    submission_latency_handoff,
+    submission_latency_start,
     submission_progress,
     submission_start,
     submission_succeed,
@@ -26,13 +39,31 @@ from leaderboard.tables import table_from_parquet
 
 log = logging.getLogger(__name__)
 
+STAGE_LABELS = {
+    "starting": "Reading the test set",
+    "predicting": "Running the model on the test set",
+    Submission.LATENCY: "Measuring latency",
+}
+
 
 def submission_evaluate(submission_id: str) -> None:
     submission = submission_start(submission_id)
-    if submission is None:
-        return
+    if submission is not None:
+        with _failures_recorded(submission):
+            _evaluation_phase(submission)
+
+
+def submission_measure_latency(submission_id: str) -> None:
+    submission = submission_latency_start(submission_id)
+    if submission is not None:
+        with _failures_recorded(submission):
+            _latency_phase(submission)
+
+
+@contextmanager
+def _failures_recorded(submission: Submission):
     try:
-        _evaluate(submission)
+        yield
     except ModelFailure as failure:
         submission_fail(submission, f"{_stage_label(submission.stage)}: {failure}", stage=submission.stage)
     except Exception as error:  # noqa: BLE001 - a platform fault must still end the submission.
@@ -48,58 +79,140 @@ def submission_evaluate(submission_id: str) -> None:
 
 
 def _stage_label(stage: str) -> str:
-    return {
-        "starting": "Reading the test set",
-        "predicting": "Running the model on the test set",
-        "performance": "Computing performance",
-    }.get(stage, stage.capitalize())
+    return STAGE_LABELS.get(stage, f"Measuring {stage}")
 
 
-def _evaluate(submission: Submission) -> None:
+def _evaluation_phase(submission: Submission) -> None:
     benchmark = submission.benchmark
-    with benchmark.test_data.open("rb") as handle:
-        test = table_from_parquet(handle.read())
-    features = test[benchmark.feature_columns]
-    y_true = test[benchmark.target_column].to_numpy()
+    test = _test_set(benchmark)
+    base = _evaluation_input(submission, test)
+    evaluators = [e for e in _enabled_evaluators(benchmark, queue="evaluate") if e.applies(base)]
 
     submission_progress(submission, stage="predicting", progress=0.1)
+    run = _sandbox_run(submission, test, base, evaluators, predict=True)
+    data = replace(base, predictions=run.predictions, probes=run.probes)
+
+    for position, evaluator in enumerate(evaluators):
+        submission_progress(submission, stage=evaluator.name, progress=0.2 + 0.6 * position / len(evaluators))
+        _evaluator_record(submission, evaluator, data, run)
+
+    if _enabled_evaluators(benchmark, queue="latency"):
+        submission_latency_handoff(submission)
+    else:
+        submission_succeed(submission)
+
+
+def _latency_phase(submission: Submission) -> None:
+    test = _test_set(submission.benchmark)
+    base = _evaluation_input(submission, test)
+    evaluators = [e for e in _enabled_evaluators(submission.benchmark, queue="latency") if e.applies(base)]
+    run = _sandbox_run(submission, test, base, evaluators, predict=False)
+    data = replace(base, probes=run.probes)
+    for position, evaluator in enumerate(evaluators):
+        # The stage stays "latency" so a sweep after a lost worker re-sends this phase alone.
+        submission_progress(submission, stage=Submission.LATENCY, progress=0.85 + 0.1 * position / len(evaluators))
+        previous = {
+            report.evaluator: {"metrics": report.metrics, "document": report.document}
+            for report in submission.reports.filter(error="")
+        }
+        _evaluator_record(submission, evaluator, replace(data, previous=previous), run)
+    submission_succeed(submission)
+
+
+def _evaluator_record(submission: Submission, evaluator: Evaluator, data: EvaluationInput, run: SandboxRun) -> None:
+    """Run one evaluator and store its report; only performance may fail the submission."""
+    data = replace(data, options=evaluator_options(evaluator.name, submission.benchmark.evaluator_options.get(evaluator.name)))
+    probe_seconds = sum(run.probes[name].seconds for name in evaluator.probes if name in run.probes)
+    started = time.perf_counter()
+    try:
+        result = evaluator.evaluate(data)
+    except Exception as error:
+        if evaluator.name == "performance":
+            raise
+        log.warning("evaluator %s failed on %s: %s", evaluator.name, submission.pk, error, exc_info=True)
+        report_record(
+            submission,
+            evaluator=evaluator.name,
+            seconds=probe_seconds + time.perf_counter() - started,
+            error=_evaluator_error(error),
+        )
+        return
+    report_record(
+        submission,
+        evaluator=evaluator.name,
+        seconds=probe_seconds + time.perf_counter() - started,
+        metrics=result.metrics,
+        intervals=result.intervals,
+        document=result.document,
+    )
+
+
+def _evaluator_error(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+def _enabled_evaluators(benchmark: Benchmark, *, queue: str) -> list[Evaluator]:
+    names = dict.fromkeys(["performance", *benchmark.evaluators])
+    return [evaluator for evaluator in map(evaluator_get, names) if evaluator.queue == queue]
+
+
+def _test_set(benchmark: Benchmark) -> pd.DataFrame:
+    with benchmark.test_data.open("rb") as handle:
+        return table_from_parquet(handle.read())
+
+
+def _evaluation_input(submission: Submission, test: pd.DataFrame) -> EvaluationInput:
+    benchmark = submission.benchmark
+    return EvaluationInput(
+        task=benchmark.task,
+        y_true=test[benchmark.target_column].to_numpy(),
+        predictions=None,
+        features=test[benchmark.feature_columns],
+        sensitive=test[benchmark.sensitive_columns],
+        times=test[benchmark.time_column] if benchmark.time_column else None,
+        classes=benchmark.class_labels,
+        positive_label=benchmark.positive_label,
+        primary_metric=benchmark.primary_metric,
+        primary_higher_is_better=benchmark.primary_objective.higher_is_better,
+        resamples=settings.HOLDOUT_BOOTSTRAP_RESAMPLES,
+        seed=benchmark.bootstrap_seed,
+        metadata=submission.metadata,
+        options={},
+        artifact_bytes=submission.artifact_bytes,
+        artifact_format=submission.artifact_format,
+    )
+
+
+def _sandbox_run(
+    submission: Submission, test: pd.DataFrame, base: EvaluationInput, evaluators: list[Evaluator], *, predict: bool
+) -> SandboxRun:
+    options = submission.benchmark.evaluator_options
+    probes: dict[str, dict] = {}
+    for evaluator in evaluators:
+        probes.update(evaluator.probe_params(replace(base, options=evaluator_options(evaluator.name, options.get(evaluator.name)))))
+    # In PROBE_NAMES order: inspect reads the model's memory before explain or latency grow it.
+    probes = {name: probes[name] for name in PROBE_NAMES if name in probes}
     workdir = Path(tempfile.mkdtemp(prefix="holdout-eval-"))
     try:
         artifact_path = workdir / f"model.{submission.artifact_format}"
         with submission.artifact.open("rb") as source, open(artifact_path, "wb") as target:
             shutil.copyfileobj(source, target)
-        predictions = predict_in_sandbox(
+        return run_in_sandbox(
             artifact_path=str(artifact_path),
             artifact_format=submission.artifact_format,
-            features=features,
-            task=benchmark.task,
+            features=base.features,
+            task=submission.benchmark.task,
             skops_trusted=settings.HOLDOUT_SKOPS_TRUSTED_TYPES,
             limits=Limits(
                 memory_bytes=settings.HOLDOUT_MODEL_MEMORY_BYTES,
                 cpu_seconds=settings.HOLDOUT_MODEL_CPU_SECONDS,
                 # Leaves the rest of the time limit for measuring, so a slow model fails cleanly
                 # here rather than being timed out by the sweep.
-                wall_seconds=0.8 * benchmark.time_limit_seconds,
+                wall_seconds=0.8 * submission.benchmark.time_limit_seconds,
             ),
+            predict=predict,
+            probes=probes,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    submission_progress(submission, stage="performance", progress=0.7)
-    started = time.perf_counter()
-    performance = performance_objectives(
-        y_true=y_true,
-        predictions=predictions,
-        task=benchmark.task,
-        classes=benchmark.class_labels,
-        positive_label=benchmark.positive_label,
-        resamples=settings.HOLDOUT_BOOTSTRAP_RESAMPLES,
-        seed=benchmark.bootstrap_seed,
-    )
-    report_store(
-        submission,
-        evaluator="performance",
-        document={**performance, "rows": len(test), "predict_seconds": predictions.predict_seconds},
-        seconds=time.perf_counter() - started,
-    )
-    submission_succeed(submission, metrics=performance["metrics"], intervals=performance["intervals"])

@@ -1,12 +1,17 @@
 from celery import shared_task
 
 from leaderboard.services import submissions_sweep
-from workers.evaluation import submission_evaluate
+from workers.evaluation import submission_evaluate, submission_measure_latency
 
 
 @shared_task(name="holdout.evaluate_submission", acks_late=True)
 def evaluate_submission(submission_id: str) -> None:
     submission_evaluate(submission_id)
+
+
+@shared_task(name="holdout.measure_latency", acks_late=True)
+def measure_latency(submission_id: str) -> None:
+    submission_measure_latency(submission_id)
 
 
 @shared_task(name="holdout.sweep_stuck_submissions")

@@ -54,7 +54,7 @@ def train_baselines(train: pd.DataFrame, spec: dict, *, seed: int = 0, quick: bo
     numeric_columns = [column for column in features if column not in text_columns]
     n_trees, max_depth, boosting_rounds = (10, 8, 30) if quick else (60, 12, 100)
 
-    majority = DummyClassifier(strategy="most_frequent").fit(X, y)
+    majority = DummyClassifier(strategy="prior").fit(X, y)
     majority_label = majority.classes_[majority.class_prior_.argmax()]
     linear = Pipeline(
         [
