@@ -26,10 +26,10 @@ import pandas as pd
 from .base import EvaluationInput, EvaluatorError, EvaluatorResult
 from .performance import (
     INTERVAL_PERCENTILES,
-    _ClassificationObjectives,
-    _codes,
-    _RegressionObjectives,
-    _resample_weights,
+    ClassificationObjectives,
+    label_codes,
+    RegressionObjectives,
+    resample_weights,
     bootstrap_indices,
 )
 from .sandbox import Predictions
@@ -251,12 +251,7 @@ class _GroupMetrics:
 
     def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         drawn = weights[:, self.rows]
-        # performance.py's objectives divide by the row count, which is a resample's size only
-        # for resamples of every row. Scaling each resample's draws of this group to sum to the
-        # group's row count makes that division right and leaves every ratio of weighted sums
-        # as it was; a resample that draws none of the group becomes NaN throughout.
-        scaled = drawn * (drawn.shape[1] / drawn.sum(axis=1, keepdims=True))
-        values = {self.primary: self.objectives.resample_values(scaled)[self.primary]}
+        values = {self.primary: self.objectives.resample_values(drawn)[self.primary]}
         if self.rate_columns is not None:
             sums = drawn @ self.rate_columns
             values.update({metric: sums[:, num] / sums[:, den] for metric, (num, den) in self.ratios.items()})
@@ -285,9 +280,9 @@ class _Measures:
         if self.data.task == "regression":
             return _regression_rates(self.y_true.astype(np.float64), self.labels.astype(np.float64))
         classes = sorted(self.data.classes)
-        true_codes, pred_codes = _codes(self.y_true, classes), _codes(self.labels, classes)
+        true_codes, pred_codes = label_codes(self.y_true, classes), label_codes(self.labels, classes)
         if self.data.task == "binary":
-            positive = _codes([self.data.positive_label], classes)[0]
+            positive = label_codes([self.data.positive_label], classes)[0]
             return _binary_rates(true_codes == positive, pred_codes == positive)
         return _multiclass_rates(true_codes, pred_codes, classes)
 
@@ -299,8 +294,8 @@ class _Measures:
             predict_seconds=0.0,
         )
         if self.data.task == "regression":
-            return _RegressionObjectives(self.y_true[rows], predictions)
-        return _ClassificationObjectives(
+            return RegressionObjectives(self.y_true[rows], predictions)
+        return ClassificationObjectives(
             self.y_true[rows], predictions, self.data.task, self.data.classes, self.data.positive_label
         )
 
@@ -319,7 +314,7 @@ def _resampled(groups: list[_GroupMetrics], indices: np.ndarray) -> list[dict[st
         # A resample that draws none of a group's rows (or none of a class) leaves its metric
         # undefined: 0 / 0 or a mean of nothing, NaN, which the intervals skip.
         warnings.simplefilter("ignore", RuntimeWarning)
-        for weights in chain([everything_once], _resample_weights(indices)):
+        for weights in chain([everything_once], resample_weights(indices)):
             for group, part in zip(groups, parts):
                 for metric, values in group(weights).items():
                     part[metric].append(values)

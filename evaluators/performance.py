@@ -49,11 +49,11 @@ def performance_objectives(
     y_true = np.asarray(y_true)
     indices = bootstrap_indices(len(y_true), resamples=resamples, seed=seed)
     if task == "regression":
-        objectives = _RegressionObjectives(y_true, predictions)
+        objectives = RegressionObjectives(y_true, predictions)
     else:
-        objectives = _ClassificationObjectives(y_true, predictions, task, classes, positive_label)
+        objectives = ClassificationObjectives(y_true, predictions, task, classes, positive_label)
     metrics = objectives.point_values()
-    blocks = [objectives.resample_values(weights) for weights in _resample_weights(indices)]
+    blocks = [objectives.resample_values(weights) for weights in resample_weights(indices)]
     resample_values, intervals = {}, {}
     for key in metrics:
         values = np.concatenate([block[key] for block in blocks]) if blocks else np.empty(0)
@@ -71,7 +71,7 @@ def performance_objectives(
     }
 
 
-def _resample_weights(indices: np.ndarray) -> Iterator[np.ndarray]:
+def resample_weights(indices: np.ndarray) -> Iterator[np.ndarray]:
     """For each block of resamples, how many times each resample draws each row."""
     n_resamples, n_rows = indices.shape
     block_size = max(1, _BLOCK_CELLS // max(n_rows, 1))
@@ -82,7 +82,7 @@ def _resample_weights(indices: np.ndarray) -> Iterator[np.ndarray]:
         yield counts.reshape(block.shape).astype(np.float64)
 
 
-class _RegressionObjectives:
+class RegressionObjectives:
     def __init__(self, y_true: np.ndarray, predictions: Predictions):
         self.y_true = y_true.astype(np.float64)
         self.y_pred = np.asarray(predictions.labels, dtype=np.float64)
@@ -100,22 +100,23 @@ class _RegressionObjectives:
         # resample's total variance free of cancellation.
         centred = self.y_true - self.y_true.mean()
         sums = weights @ np.column_stack([error**2, np.abs(error), centred, centred**2])
-        n = weights.shape[1]
+        # Rows drawn per resample: a subset's weights (a group's, a window's) need not cover every row.
+        n = weights.sum(axis=1)
         squared, absolute = sums[:, 0], sums[:, 1]
-        total = sums[:, 3] - sums[:, 2] ** 2 / n
         with np.errstate(divide="ignore", invalid="ignore"):
+            total = sums[:, 3] - sums[:, 2] ** 2 / n
             r2 = np.where(total > 0, 1 - squared / total, np.nan)
-        return {"rmse": np.sqrt(squared / n), "mae": absolute / n, "r2": r2}
+            return {"rmse": np.sqrt(squared / n), "mae": absolute / n, "r2": r2}
 
 
-class _ClassificationObjectives:
+class ClassificationObjectives:
     def __init__(self, y_true, predictions: Predictions, task, classes, positive_label):
         # scikit-learn orders labels by sorting them (and multiclass roc_auc insists on it).
         self.classes = sorted(np.asarray(classes).tolist())
-        true_codes = _codes(y_true, self.classes)
+        true_codes = label_codes(y_true, self.classes)
         if (true_codes < 0).any():
             raise ValueError(f"y_true holds labels that are not among the classes {self.classes}")
-        pred_codes = _codes(predictions.labels, self.classes)
+        pred_codes = label_codes(predictions.labels, self.classes)
         if (pred_codes < 0).any():
             unknown = sorted({str(v) for v in np.asarray(predictions.labels)[pred_codes < 0]})
             raise ModelFailure(
@@ -126,7 +127,7 @@ class _ClassificationObjectives:
         self.y_true, self.y_pred = labels[true_codes], labels[pred_codes]
         self.binary = task == "binary"
         if self.binary:
-            self.positive = _codes([positive_label], self.classes)[0]
+            self.positive = label_codes([positive_label], self.classes)[0]
             if self.positive < 0:
                 raise ValueError(f"positive label {positive_label!r} is not one of {self.classes}")
         # Per row: one-hot true class, one-hot predicted class, one-hot true class if correct.
@@ -177,25 +178,27 @@ class _ClassificationObjectives:
         k = len(self.classes)
         counts = weights @ self._count_basis
         true_count, pred_count, tp = counts[:, :k], counts[:, k : 2 * k], counts[:, 2 * k :]
-        n = weights.shape[1]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        n = weights.sum(axis=1)
+        # A subset's resample may draw none of its rows: its figures are then NaN, so skipped.
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN row
             # As in scikit-learn: recall over the classes present in y_true, and F1 over the
             # classes present in either y_true or y_pred.
             recall = np.where(true_count > 0, tp / true_count, np.nan)
             f1 = np.where(true_count + pred_count > 0, 2 * tp / (true_count + pred_count), np.nan)
-        values = {
-            "accuracy": tp.sum(axis=1) / n,
-            "balanced_accuracy": np.nanmean(recall, axis=1),
-            "f1_macro": np.nanmean(f1, axis=1),
-        }
-        if self.probabilities is not None:
-            # NaN, so skipped, when a resample lacks a class whose AUC the metric needs.
-            values["roc_auc"] = np.mean([auc(weights) for auc in self._roc_aucs], axis=0)
-            values["log_loss"] = weights @ self._row_log_losses / n
+            values = {
+                "accuracy": tp.sum(axis=1) / n,
+                "balanced_accuracy": np.nanmean(recall, axis=1),
+                "f1_macro": np.nanmean(f1, axis=1),
+            }
+            if self.probabilities is not None:
+                # NaN, so skipped, when a resample lacks a class whose AUC the metric needs.
+                values["roc_auc"] = np.mean([auc(weights) for auc in self._roc_aucs], axis=0)
+                values["log_loss"] = weights @ self._row_log_losses / n
         return values
 
 
-def _codes(values, classes: list) -> np.ndarray:
+def label_codes(values, classes: list) -> np.ndarray:
     """Each value's position in `classes`, or -1. Label types differ between sources (int64
     from Parquet, str from an ONNX label tensor), so text equality is the fallback."""
     values = np.asarray(values).tolist()
@@ -209,7 +212,7 @@ def _codes(values, classes: list) -> np.ndarray:
 
 def _benchmark_columns(predictions: Predictions, classes: list) -> np.ndarray:
     """The model's probability columns, reordered to the benchmark's classes."""
-    model_codes = _codes(predictions.classes, classes)
+    model_codes = label_codes(predictions.classes, classes)
     if sorted(model_codes.tolist()) != list(range(len(classes))):
         raise ModelFailure(
             "the model's probability columns do not match this benchmark's classes: "

@@ -103,29 +103,10 @@ def baseline_named(baselines: dict, fragment: str):
 
 @pytest.fixture
 def adult_benchmark(db, adult_frames):
+    from leaderboard.demo.seeding import benchmark_from_spec
     from leaderboard.demo.synthetic import ADULT_SPEC
-    from leaderboard.services import benchmark_create
-    from leaderboard.tables import table_to_parquet
 
-    train, test = adult_frames
-    benchmark = benchmark_create(
-        slug="adult",
-        name="Adult",
-        task="binary",
-        target_column=ADULT_SPEC["target"],
-        feature_columns=ADULT_SPEC["feature_columns"],
-        sensitive_columns=ADULT_SPEC["sensitive_columns"],
-        positive_label=ADULT_SPEC["positive_label"],
-        primary_metric="accuracy",
-        train_data=table_to_parquet(train),
-        train_filename="train.parquet",
-        test_data=table_to_parquet(test),
-        test_filename="test.parquet",
-        time_limit_seconds=60,
-    )
-    benchmark.evaluator_options = QUICK_EVALUATOR_OPTIONS
-    benchmark.save(update_fields=["evaluator_options"])
-    return benchmark
+    return quick(benchmark_from_spec(ADULT_SPEC, *adult_frames, time_limit_seconds=60))
 
 
 @pytest.fixture
@@ -152,6 +133,12 @@ QUICK_EVALUATOR_OPTIONS = {
 }
 
 
+def quick(benchmark):
+    benchmark.evaluator_options = QUICK_EVALUATOR_OPTIONS
+    benchmark.save(update_fields=["evaluator_options"])
+    return benchmark
+
+
 @pytest.fixture(scope="session")
 def lending_frames():
     from leaderboard.demo.synthetic import lending_dataset
@@ -171,27 +158,7 @@ def lending_baselines(lending_frames):
 @pytest.fixture
 def lending_benchmark(db, lending_frames):
     """The generated benchmark: sensitive columns and a time column, so every evaluator applies."""
+    from leaderboard.demo.seeding import benchmark_from_spec
     from leaderboard.demo.synthetic import LENDING_SPEC
-    from leaderboard.services import benchmark_create
-    from leaderboard.tables import table_to_parquet
 
-    train, test = lending_frames
-    benchmark = benchmark_create(
-        slug="lending",
-        name="Lending",
-        task="binary",
-        target_column=LENDING_SPEC["target"],
-        feature_columns=LENDING_SPEC["feature_columns"],
-        sensitive_columns=LENDING_SPEC["sensitive_columns"],
-        time_column=LENDING_SPEC["time_column"],
-        positive_label=LENDING_SPEC["positive_label"],
-        primary_metric=LENDING_SPEC["primary_metric"],
-        train_data=table_to_parquet(train),
-        train_filename="train.parquet",
-        test_data=table_to_parquet(test),
-        test_filename="test.parquet",
-        time_limit_seconds=120,
-    )
-    benchmark.evaluator_options = QUICK_EVALUATOR_OPTIONS
-    benchmark.save(update_fields=["evaluator_options"])
-    return benchmark
+    return quick(benchmark_from_spec(LENDING_SPEC, *lending_frames, time_limit_seconds=120))

@@ -412,7 +412,7 @@ class PermutationExplainer:
             self.classes, self.kind = prediction.classes, "probability"
         else:
             self.classes, self.kind = params["classes"], "predicted_label_indicator"
-        background_codes, self.tables = _codes(background)
+        background_codes, self.tables = _integer_codes(background)
         masker = shap.maskers.Independent(background_codes, max_samples=len(background_codes))
         # Built once: shap seeds numpy's global generator here and then draws each row's
         # orderings from it in turn, so the attributions do not depend on how the time budget
@@ -422,7 +422,7 @@ class PermutationExplainer:
 
     def explain(self, frame: pd.DataFrame) -> Attribution:
         # The background comes first in the pool, so its codes stay those the masker holds.
-        codes, self.tables = _codes(pd.concat([self.background, frame], ignore_index=True))
+        codes, self.tables = _integer_codes(pd.concat([self.background, frame], ignore_index=True))
         n_features = codes.shape[1]
         explanation = self.shap(
             codes[len(self.background) :], max_evals=PERMUTATIONS * (2 * n_features + 1), silent=True
@@ -458,7 +458,7 @@ class PermutationExplainer:
         }
 
 
-def _codes(frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
+def _integer_codes(frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
     """Each value's position in its column's table of distinct values (a missing value included)."""
     codes, tables = [], {}
     for column in frame.columns:

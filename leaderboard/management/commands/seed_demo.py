@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand
 from leaderboard.demo.baselines import train_baselines
 from leaderboard.demo.synthetic import ADULT_SPEC, LENDING_SPEC, adult_dataset, lending_dataset
 from leaderboard.models import Benchmark
-from leaderboard.services import benchmark_create, submission_create
-from leaderboard.tables import table_to_parquet
+from leaderboard.demo.seeding import benchmark_from_spec
+from leaderboard.services import submission_create
 
 BASELINE_OWNER = "holdout-baselines"
 
@@ -38,22 +38,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Benchmark '{slug}' exists; leaving it as it is.")
                 continue
             train, test = dataset()
-            benchmark = benchmark_create(
-                slug=slug,
-                name=spec["name"],
-                description=spec["description"],
-                task=spec["task"],
-                target_column=spec["target"],
-                feature_columns=spec["feature_columns"],
-                sensitive_columns=spec["sensitive_columns"],
-                time_column=spec.get("time_column") or "",
-                positive_label=spec.get("positive_label"),
-                primary_metric=spec["primary_metric"],
-                train_data=table_to_parquet(train),
-                train_filename=f"{slug}-train.parquet",
-                test_data=table_to_parquet(test),
-                test_filename=f"{slug}-test.parquet",
-            )
+            benchmark = benchmark_from_spec(spec, train, test)
             started = time.perf_counter()
             baselines = train_baselines(train, spec, quick=quick)
             self.stdout.write(
