@@ -191,8 +191,13 @@ def _score(data: EvaluationInput, window: _Window, *, seed: int) -> _Scored:
         metrics=performance["metrics"],
         value=performance["metrics"][data.primary_metric],
         interval=performance["intervals"].get(data.primary_metric),
-        resamples=np.asarray(performance["resample_values"][data.primary_metric]),
+        resamples=_defined(performance["resample_values"][data.primary_metric]),
     )
+
+
+def _defined(values: list) -> np.ndarray:
+    """The resamples on which the metric is defined (performance marks the others None)."""
+    return np.array([value for value in values if value is not None], dtype=float)
 
 
 def _days(moment: pd.Timestamp, origin: pd.Timestamp) -> float:

@@ -57,11 +57,12 @@ def performance_objectives(
     resample_values, intervals = {}, {}
     for key in metrics:
         values = np.concatenate([block[key] for block in blocks]) if blocks else np.empty(0)
-        # A resample on which the metric is undefined (one class only, for roc_auc) is skipped.
-        values = values[np.isfinite(values)]
-        resample_values[key] = values.tolist()
-        if values.size:
-            intervals[key] = np.percentile(values, INTERVAL_PERCENTILES).tolist()
+        # Kept in resample order, None where undefined (one class only, for roc_auc), so that
+        # submissions pair resample by resample; the interval skips the undefined ones.
+        defined = np.isfinite(values)
+        resample_values[key] = [float(value) if ok else None for value, ok in zip(values, defined)]
+        if defined.any():
+            intervals[key] = np.percentile(values[defined], INTERVAL_PERCENTILES).tolist()
     return {
         "metrics": metrics,
         "intervals": intervals,

@@ -9,6 +9,10 @@ from django.utils import timezone
 from leaderboard.objectives import OBJECTIVES
 
 
+def default_bootstrap_resamples() -> int:
+    return settings.HOLDOUT_BOOTSTRAP_RESAMPLES
+
+
 class Benchmark(models.Model):
     class Task(models.TextChoices):
         BINARY = "binary"
@@ -39,6 +43,12 @@ class Benchmark(models.Model):
     test_rows = models.PositiveIntegerField()
     # Every submission of a benchmark is resampled with the same rows, so comparisons are paired.
     bootstrap_seed = models.PositiveIntegerField(default=20261125)
+    bootstrap_resamples = models.PositiveIntegerField(default=default_bootstrap_resamples)
+    # Utility bounds {key: [worst acceptable, best achievable]}; a missing side is filled from
+    # the baselines (worst) or the objective's natural best, so adding a submission never moves them.
+    objective_bounds = models.JSONField(default=dict, blank=True)
+    # Stakeholder presets {slug: {"label": ..., "weights": {key: weight}}}, editable by the owner.
+    presets = models.JSONField(default=dict, blank=True)
     time_limit_seconds = models.PositiveIntegerField(default=600)
     daily_submission_quota = models.PositiveIntegerField(default=20)
     created_by = models.ForeignKey(
@@ -103,6 +113,10 @@ class Submission(models.Model):
 
     metrics = models.JSONField(default=dict, blank=True)
     intervals = models.JSONField(default=dict, blank=True)
+    # The sampled objectives on the benchmark's shared bootstrap resamples, for paired ties:
+    # float32, one row per key in resample_keys, one column per resample (NaN where undefined).
+    resamples = models.BinaryField(null=True, blank=True)
+    resample_keys = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

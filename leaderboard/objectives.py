@@ -21,6 +21,9 @@ class Objective:
     evaluator: str
     tasks: tuple[str, ...] = TASKS
     unit: str = ""
+    # Utility bounds that hold whatever the data: a perfect score, a zero gap, no latency.
+    natural_worst: float | None = None
+    natural_best: float | None = None
 
     @property
     def direction(self) -> str:
@@ -28,33 +31,75 @@ class Objective:
 
 
 OBJECTIVES_IN_ORDER = (
-    Objective("accuracy", "Accuracy", True, "performance", CLASSIFICATION),
-    Objective("balanced_accuracy", "Balanced accuracy", True, "performance", CLASSIFICATION),
-    Objective("f1_macro", "F1 (macro)", True, "performance", CLASSIFICATION),
-    Objective("roc_auc", "ROC AUC", True, "performance", CLASSIFICATION),
-    Objective("log_loss", "Log loss", False, "performance", CLASSIFICATION),
-    Objective("rmse", "RMSE", False, "performance", ("regression",)),
-    Objective("mae", "MAE", False, "performance", ("regression",)),
-    Objective("r2", "R²", True, "performance", ("regression",)),
-    Objective("demographic_parity_difference", "Demographic parity difference", False, "fairness", ("binary",)),
-    Objective("equalized_odds_difference", "Equalized odds difference", False, "fairness", ("binary",)),
-    Objective("worst_group_accuracy", "Worst-group accuracy", True, "fairness", CLASSIFICATION),
-    Objective("accuracy_gap", "Accuracy gap", False, "fairness", CLASSIFICATION),
-    Objective("shap_features_90", "Features for 90% of SHAP", False, "interpretability", unit="features"),
-    Objective("sensitive_attribution_share", "Sensitive attribution share", False, "interpretability"),
-    Objective("latency_p50_ms", "Latency p50", False, "latency", unit="ms"),
-    Objective("latency_p90_ms", "Latency p90", False, "latency", unit="ms"),
-    Objective("latency_p95_ms", "Latency p95", False, "latency", unit="ms"),
-    Objective("latency_p99_ms", "Latency p99", False, "latency", unit="ms"),
-    Objective("throughput_rows_per_s", "Throughput", True, "latency", unit="rows/s"),
-    Objective("size_bytes", "Artifact size", False, "size", unit="bytes"),
-    Objective("n_parameters", "Parameters", False, "size"),
-    Objective("cost_usd_per_million", "Cost per million predictions", False, "cost", unit="USD"),
-    Objective("decay_per_30d", "Decay per 30 days", False, "decay"),
-    Objective("relative_drop", "Relative drop", False, "decay"),
+    Objective("accuracy", "Accuracy", True, "performance", CLASSIFICATION, natural_worst=0.0, natural_best=1.0),
+    Objective("balanced_accuracy", "Balanced accuracy", True, "performance", CLASSIFICATION, natural_worst=0.0, natural_best=1.0),
+    Objective("f1_macro", "F1 (macro)", True, "performance", CLASSIFICATION, natural_worst=0.0, natural_best=1.0),
+    Objective("roc_auc", "ROC AUC", True, "performance", CLASSIFICATION, natural_worst=0.5, natural_best=1.0),
+    Objective("log_loss", "Log loss", False, "performance", CLASSIFICATION, natural_worst=None, natural_best=0.0),
+    Objective("rmse", "RMSE", False, "performance", ("regression",), natural_worst=None, natural_best=0.0),
+    Objective("mae", "MAE", False, "performance", ("regression",), natural_worst=None, natural_best=0.0),
+    Objective("r2", "R²", True, "performance", ("regression",), natural_worst=0.0, natural_best=1.0),
+    Objective("demographic_parity_difference", "Demographic parity difference", False, "fairness", ("binary",), natural_worst=1.0, natural_best=0.0),
+    Objective("equalized_odds_difference", "Equalized odds difference", False, "fairness", ("binary",), natural_worst=1.0, natural_best=0.0),
+    Objective("worst_group_accuracy", "Worst-group accuracy", True, "fairness", CLASSIFICATION, natural_worst=0.0, natural_best=1.0),
+    Objective("accuracy_gap", "Accuracy gap", False, "fairness", CLASSIFICATION, natural_worst=1.0, natural_best=0.0),
+    Objective("shap_features_90", "Features for 90% of SHAP", False, "interpretability", unit="features", natural_worst=None, natural_best=1.0),
+    Objective("sensitive_attribution_share", "Sensitive attribution share", False, "interpretability", natural_worst=1.0, natural_best=0.0),
+    Objective("latency_p50_ms", "Latency p50", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
+    Objective("latency_p90_ms", "Latency p90", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
+    Objective("latency_p95_ms", "Latency p95", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
+    Objective("latency_p99_ms", "Latency p99", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
+    Objective("throughput_rows_per_s", "Throughput", True, "latency", unit="rows/s", natural_worst=0.0, natural_best=None),
+    Objective("size_bytes", "Artifact size", False, "size", unit="bytes", natural_worst=None, natural_best=0.0),
+    Objective("n_parameters", "Parameters", False, "size", natural_worst=None, natural_best=0.0),
+    Objective("cost_usd_per_million", "Cost per million predictions", False, "cost", unit="USD", natural_worst=None, natural_best=0.0),
+    Objective("decay_per_30d", "Decay per 30 days", False, "decay", natural_worst=None, natural_best=0.0),
+    Objective("relative_drop", "Relative drop", False, "decay", natural_worst=None, natural_best=0.0),
 )
 
 OBJECTIVES: dict[str, Objective] = {objective.key: objective for objective in OBJECTIVES_IN_ORDER}
+
+
+# What each stakeholder of a production model weighs; a benchmark owner can edit them.
+PRESETS = {
+    "ml-engineer": ("ML engineer", {"{primary}": 3.0, "balanced_accuracy": 1.0, "log_loss": 1.0, "r2": 1.0}),
+    "product-manager": ("Product manager", {"{primary}": 2.0, "latency_p99_ms": 1.0}),
+    "infrastructure": (
+        "Infrastructure",
+        {"cost_usd_per_million": 2.0, "size_bytes": 1.0, "throughput_rows_per_s": 1.0},
+    ),
+    "fairness-reviewer": (
+        "Fairness reviewer",
+        {
+            "demographic_parity_difference": 2.0,
+            "equalized_odds_difference": 1.0,
+            "accuracy_gap": 1.0,
+            "worst_group_accuracy": 1.0,
+            "sensitive_attribution_share": 1.0,
+        },
+    ),
+    "balanced": (
+        "Balanced",
+        {
+            "{primary}": 2.0,
+            "latency_p99_ms": 1.0,
+            "cost_usd_per_million": 1.0,
+            "demographic_parity_difference": 1.0,
+            "decay_per_30d": 1.0,
+        },
+    ),
+}
+
+
+def default_presets(*, primary: str, keys: list[str]) -> dict:
+    """The stakeholder presets restricted to a benchmark's objectives."""
+    presets = {}
+    for slug, (label, weights) in PRESETS.items():
+        kept = {(primary if key == "{primary}" else key): weight for key, weight in weights.items()}
+        kept = {key: weight for key, weight in kept.items() if key in keys}
+        if kept:
+            presets[slug] = {"label": label, "weights": kept}
+    return presets
 
 
 def performance_keys(task: str) -> list[str]:

@@ -21,7 +21,7 @@ from django.utils.text import slugify
 from evaluators.artifacts import ArtifactRejected, inspect_artifact
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Report, Submission
-from leaderboard.objectives import TASKS, evaluators_applying, objective_keys, performance_keys
+from leaderboard.objectives import TASKS, default_presets, evaluators_applying, objective_keys, performance_keys
 from leaderboard.tables import table_read, table_to_parquet
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,15 @@ def benchmark_create(
             frame[spec["time_column"]] = pd.to_datetime(frame[spec["time_column"]], format="mixed")
 
     evaluators = evaluators_applying(sensitive_columns=spec["sensitive_columns"], time_column=spec["time_column"])
+    keys = objective_keys(task, evaluators)
     benchmark = Benchmark(
         slug=slug,
         name=name.strip(),
         description=description or "",
         task=task,
         evaluators=evaluators,
-        objectives={key: (1.0 if key == spec["primary_metric"] else 0.0) for key in objective_keys(task, evaluators)},
+        objectives={key: (1.0 if key == spec["primary_metric"] else 0.0) for key in keys},
+        presets=default_presets(primary=spec["primary_metric"], keys=keys),
         train_rows=len(train),
         test_rows=len(test),
         created_by=created_by,
@@ -435,6 +437,16 @@ def report_record(
         locked.metrics = {**locked.metrics, **(metrics or {})}
         locked.intervals = {**locked.intervals, **(intervals or {})}
         locked.save(update_fields=["metrics", "intervals"])
+
+
+def submission_resamples_store(submission: Submission, *, resample_values: dict[str, list]) -> None:
+    """Keep the sampled objectives on the benchmark's shared resamples, compactly, for paired ties."""
+    resamples = submission.benchmark.bootstrap_resamples
+    keys = [key for key, values in resample_values.items() if len(values) == resamples]
+    matrix = np.array(
+        [[np.nan if value is None else value for value in resample_values[key]] for key in keys], dtype=np.float32
+    ).reshape(len(keys), resamples)
+    Submission.objects.filter(pk=submission.pk).update(resamples=matrix.tobytes(), resample_keys=keys)
 
 
 def submission_latency_handoff(submission: Submission) -> None:

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
@@ -41,6 +42,13 @@ def test_every_evaluator_reports_on_a_benchmark_where_all_apply(lending_benchmar
                 "size_bytes", "n_parameters", "cost_usd_per_million", "decay_per_30d"):
         assert key in done.metrics, key
     assert done.metrics["size_bytes"] == done.artifact_bytes
+
+    # The sampled objectives are kept on the benchmark's shared resamples, for paired ties.
+    assert {"accuracy", "roc_auc", "demographic_parity_difference"} <= set(done.resample_keys)
+    matrix = np.frombuffer(done.resamples, dtype=np.float32).reshape(len(done.resample_keys), -1)
+    assert matrix.shape[1] == lending_benchmark.bootstrap_resamples
+    performance = reports["performance"].document["resample_values"]["accuracy"]
+    assert matrix[done.resample_keys.index("accuracy")] == pytest.approx(performance, rel=1e-6)
 
 
 def test_an_evaluator_that_raises_leaves_the_others_intact(

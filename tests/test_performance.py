@@ -161,7 +161,7 @@ def test_the_report_records_its_budget():
     assert all(len(values) == 25 for values in result["resample_values"].values())
 
 
-def test_resamples_where_roc_auc_is_undefined_are_skipped():
+def test_resamples_where_roc_auc_is_undefined_are_marked_none_and_left_out_of_the_interval():
     y_true = np.array(["<=50K"] * 9 + [">50K"])
     probabilities = np.column_stack([np.linspace(1, 0, 10), np.linspace(0, 1, 10)])
     predictions = Predictions(
@@ -174,7 +174,13 @@ def test_resamples_where_roc_auc_is_undefined_are_skipped():
     indices = bootstrap_indices(10, resamples=100, seed=3)
     with_positive = int((y_true[indices] == ">50K").any(axis=1).sum())
     assert 0 < with_positive < 100
-    assert len(result["resample_values"]["roc_auc"]) == with_positive
+    roc_aucs = result["resample_values"]["roc_auc"]
+    assert len(roc_aucs) == 100, "kept in resample order so that submissions pair"
+    defined = (y_true[indices] == ">50K").any(axis=1)
+    assert [value is not None for value in roc_aucs] == defined.tolist()
+    assert sum(value is not None for value in roc_aucs) == with_positive
+    kept = [value for value in roc_aucs if value is not None]
+    assert result["intervals"]["roc_auc"] == np.percentile(kept, [2.5, 97.5]).tolist()
     assert len(result["resample_values"]["accuracy"]) == 100
 
 

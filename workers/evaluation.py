@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from django.conf import settings
 
-from evaluators.base import EvaluationInput, Evaluator
+from evaluators.base import EvaluationInput, Evaluator, EvaluatorResult
 from evaluators.probes import PROBE_NAMES
 from evaluators.registry import evaluator_get, evaluator_options
 from evaluators.sandbox import Limits, ModelFailure, SandboxRun, run_in_sandbox
@@ -32,6 +32,7 @@ from leaderboard.services import (
     submission_latency_handoff,
     submission_latency_start,
     submission_progress,
+    submission_resamples_store,
     submission_start,
     submission_succeed,
 )
@@ -92,9 +93,13 @@ def _evaluation_phase(submission: Submission) -> None:
     run = _sandbox_run(submission, test, base, evaluators, predict=True)
     data = replace(base, predictions=run.predictions, probes=run.probes)
 
+    resample_values: dict[str, list] = {}
     for position, evaluator in enumerate(evaluators):
         submission_progress(submission, stage=evaluator.name, progress=0.2 + 0.6 * position / len(evaluators))
-        _evaluator_record(submission, evaluator, data, run)
+        result = _evaluator_record(submission, evaluator, data, run)
+        if result is not None:
+            resample_values.update(_resampled_metrics(result))
+    submission_resamples_store(submission, resample_values=resample_values)
 
     if _enabled_evaluators(benchmark, queue="latency"):
         submission_latency_handoff(submission)
@@ -119,7 +124,15 @@ def _latency_phase(submission: Submission) -> None:
     submission_succeed(submission)
 
 
-def _evaluator_record(submission: Submission, evaluator: Evaluator, data: EvaluationInput, run: SandboxRun) -> None:
+def _resampled_metrics(result: EvaluatorResult) -> dict[str, list]:
+    """The scalar objectives' values on the shared resamples, where the evaluator kept them."""
+    kept = result.document.get("resample_values") or {}
+    return {key: values for key, values in kept.items() if key in result.metrics}
+
+
+def _evaluator_record(
+    submission: Submission, evaluator: Evaluator, data: EvaluationInput, run: SandboxRun
+) -> EvaluatorResult | None:
     """Run one evaluator and store its report; only performance may fail the submission."""
     data = replace(data, options=evaluator_options(evaluator.name, submission.benchmark.evaluator_options.get(evaluator.name)))
     probe_seconds = sum(run.probes[name].seconds for name in evaluator.probes if name in run.probes)
@@ -136,7 +149,7 @@ def _evaluator_record(submission: Submission, evaluator: Evaluator, data: Evalua
             seconds=probe_seconds + time.perf_counter() - started,
             error=_evaluator_error(error),
         )
-        return
+        return None
     report_record(
         submission,
         evaluator=evaluator.name,
@@ -145,6 +158,7 @@ def _evaluator_record(submission: Submission, evaluator: Evaluator, data: Evalua
         intervals=result.intervals,
         document=result.document,
     )
+    return result
 
 
 def _evaluator_error(error: Exception) -> str:
@@ -175,7 +189,7 @@ def _evaluation_input(submission: Submission, test: pd.DataFrame) -> EvaluationI
         positive_label=benchmark.positive_label,
         primary_metric=benchmark.primary_metric,
         primary_higher_is_better=benchmark.primary_objective.higher_is_better,
-        resamples=settings.HOLDOUT_BOOTSTRAP_RESAMPLES,
+        resamples=benchmark.bootstrap_resamples,
         seed=benchmark.bootstrap_seed,
         metadata=submission.metadata,
         options={},
