@@ -1,5 +1,6 @@
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
@@ -15,7 +16,8 @@ from api.serializers import (
 )
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Report, Submission
-from leaderboard.selectors import benchmark_train_csv, leaderboard_get, weights_parse
+from leaderboard.boards import MAX_PAGE_SIZE, METHODS, board_get, board_query_parse
+from leaderboard.selectors import benchmark_train_csv
 from leaderboard.services import benchmark_create, submission_create
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
@@ -144,56 +146,72 @@ class ReportDetailView(APIView):
 class LeaderboardView(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("weights", str, description="e.g. accuracy:4,roc_auc:1; unnamed objectives get 0."),
+            OpenApiParameter("weights", str, description="e.g. accuracy:4,latency_p99_ms:1; unnamed objectives get 0."),
+            OpenApiParameter("preset", str, description="a stakeholder preset of the benchmark, e.g. product-manager."),
+            OpenApiParameter(
+                "constraints", str, description="hard requirements, e.g. latency_p99_ms<=10,demographic_parity_difference<=0.1"
+            ),
+            OpenApiParameter("method", str, enum=list(METHODS), description="utility (default), dynascore or winrate."),
+            OpenApiParameter("pareto", bool, description="only the submissions on the Pareto frontier."),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int, description=f"at most {MAX_PAGE_SIZE}."),
         ],
         responses=inline_serializer(
             "Leaderboard",
             {
                 "benchmark": serializers.CharField(),
                 "weights": serializers.DictField(child=serializers.FloatField()),
-                "constraints": serializers.ListField(),
+                "constraints": serializers.ListField(child=serializers.CharField()),
                 "method": serializers.CharField(),
+                "preset": serializers.CharField(),
                 "entries": serializers.ListField(child=serializers.DictField()),
+                "excluded": serializers.ListField(child=serializers.DictField()),
+                "unscored": serializers.ListField(child=serializers.DictField()),
             },
         ),
     )
     def get(self, request, slug):
         benchmark = get_object_or_404(Benchmark, slug=slug)
-        for unsupported in ("constraints", "method"):
-            if request.query_params.get(unsupported):
-                raise Rejected(f"'{unsupported}' is not supported yet; rank with 'weights'.", field=unsupported)
-        weights_text = request.query_params.get("weights")
-        weights = weights_parse(weights_text, benchmark) if weights_text else None
-        board = leaderboard_get(benchmark, weights=weights)
-        return Response(
-            {
-                "benchmark": benchmark.slug,
-                "weights": board.weights,
-                "constraints": [],
-                "method": "weighted",
-                "objectives": [
-                    {"key": o.key, "label": o.label, "direction": o.direction} for o in board.objectives
-                ],
-                "entries": [
-                    {
-                        "rank": entry.rank,
-                        "tied": entry.tied,
-                        "submission": {
-                            "id": str(entry.submission.id),
-                            "name": entry.submission.name,
-                            "owner": entry.submission.owner.username,
-                            "is_baseline": entry.submission.is_baseline,
-                            "created_at": entry.submission.created_at,
-                            "url": request.build_absolute_uri(entry.submission.get_absolute_url()),
-                        },
-                        "score": entry.score,
-                        "score_interval": None,
-                        "pareto": None,
-                        "metrics": entry.metrics,
-                        "intervals": entry.submission.intervals,
-                        "excluded_by": [],
-                    }
-                    for entry in board.entries
-                ],
-            }
-        )
+        board = board_get(benchmark, board_query_parse(request.query_params, benchmark))
+        return Response(board_document(board, request))
+
+
+def board_document(board, request) -> dict:
+    def entry(item) -> dict:
+        return {
+            "rank": item.rank,
+            "tied": item.tied,
+            "submission": {
+                **item.submission,
+                "url": request.build_absolute_uri(reverse("api-submission-detail", args=[item.submission["id"]])),
+                "web_url": request.build_absolute_uri(reverse("submission-detail", args=[item.submission["id"]])),
+            },
+            "score": item.score,
+            "score_interval": item.score_interval,
+            "pareto": item.pareto,
+            "metrics": item.metrics,
+            "excluded_by": item.excluded_by,
+            "unscored": item.unscored,
+        }
+
+    query = board.query
+    return {
+        "benchmark": board.benchmark.slug,
+        "weights": query.weights,
+        "constraints": [f"{c.key}{c.op}{c.value:g}" for c in query.constraints],
+        "method": query.method,
+        "preset": query.preset,
+        "presets": board.benchmark.presets,
+        "objectives": [
+            {"key": o.key, "label": o.label, "direction": o.direction, "bounds": board.bounds[o.key]}
+            for o in board.objectives
+        ],
+        "page": query.page,
+        "pages": board.pages,
+        "ranked_count": board.ranked_count,
+        "entries": [entry(item) for item in board.entries],
+        "excluded": [entry(item) for item in board.excluded],
+        "excluded_count": board.excluded_count,
+        "unscored": [entry(item) for item in board.unscored],
+        "unscored_count": board.unscored_count,
+    }

@@ -2,30 +2,51 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 
 from leaderboard.errors import Rejected
 from leaderboard.forms import SubmissionForm
 from leaderboard.models import Benchmark, Submission
-from leaderboard.selectors import benchmark_train_csv, benchmarks_with_counts, leaderboard_get, submission_sections
+from leaderboard.boards import board_get, board_query_parse
+from leaderboard.selectors import benchmark_train_csv, benchmarks_with_counts, submission_sections
 from leaderboard.services import submission_create
 
 
 def home(request):
     benchmarks = [
-        {"benchmark": benchmark, "leader": next(iter(leaderboard_get(benchmark).entries), None)}
-        for benchmark in benchmarks_with_counts()
+        {"benchmark": benchmark, "leader": _default_leader(benchmark)} for benchmark in benchmarks_with_counts()
     ]
     return render(request, "home.html", {"benchmarks": benchmarks})
 
 
+def _default_leader(benchmark):
+    try:
+        board = board_get(benchmark, board_query_parse({"page_size": "1"}, benchmark))
+    except Rejected:
+        return None
+    return next(iter(board.entries), None)
+
+
 def benchmark_detail(request, slug):
+    """The adaptive leaderboard; with htmx, only the board is sent back as the reader moves a slider."""
     benchmark = get_object_or_404(Benchmark, slug=slug)
+    error, board = None, None
+    for params in (request.GET, {}):
+        try:
+            board = board_get(benchmark, board_query_parse(params, benchmark))
+            break
+        except Rejected as rejection:
+            error = error or rejection.message
+    context = {"benchmark": benchmark, "board": board, "error": error}
+    if request.headers.get("HX-Request"):
+        response = render(request, "_board.html", context)
+        if board is not None:
+            # The address bar always holds the whole state in its canonical form, so a view can be shared.
+            response["HX-Push-Url"] = f"{reverse('benchmark-detail', args=[slug])}?{urlencode(board.query.as_params())}"
+        return response
     recent = benchmark.submissions.exclude(status=Submission.Status.SUCCEEDED).select_related("owner")[:20]
-    return render(
-        request,
-        "benchmark_detail.html",
-        {"benchmark": benchmark, "board": leaderboard_get(benchmark), "recent": recent},
-    )
+    return render(request, "benchmark_detail.html", {**context, "recent": recent})
 
 
 def benchmark_train_data(request, slug):

@@ -1,0 +1,172 @@
+"""The adaptive leaderboard at 10,000 submissions: the ranking function alone and the full API request.
+
+Creates a benchmark with --submissions succeeded submissions (realistic metrics for every objective
+and stored paired resamples) in PostgreSQL, then times, each over --runs runs:
+  - rank_board alone (utility, dynascore, winrate), beside a naive per-row Python baseline;
+  - GET /api/v1/benchmarks/{slug}/leaderboard/ through Django (database read, ranking,
+    serialisation of the first page of 50), for the default weights, a preset with constraints,
+    and each method.
+Targets: ranking under 50 ms and the API request under 200 ms at the median.
+
+    .venv/bin/python bench/leaderboard.py [--submissions 10000] [--runs 15]
+"""
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+DATABASE = "holdout_bench_leaderboard"
+os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leaderboard.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+
+def create_database() -> None:
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DATABASE], check=True)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)
+
+
+def median_ms(function, runs: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def realistic_metrics(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Metrics that trade off as on a real board: better models are bigger, slower and dearer."""
+    skill = rng.beta(5, 2, n)
+    size = np.exp(rng.normal(12 + 3 * skill, 1.0, n))
+    latency = np.exp(rng.normal(-1 + 2.5 * skill, 0.6, n))
+    accuracy = 0.76 + 0.12 * skill + rng.normal(0, 0.005, n)
+    return {
+        "accuracy": accuracy,
+        "balanced_accuracy": accuracy - 0.08 + rng.normal(0, 0.01, n),
+        "f1_macro": accuracy - 0.06 + rng.normal(0, 0.01, n),
+        "roc_auc": 0.5 + 0.43 * skill + rng.normal(0, 0.005, n),
+        "log_loss": 0.55 - 0.28 * skill + rng.normal(0, 0.01, n),
+        "demographic_parity_difference": np.abs(0.05 + 0.15 * skill + rng.normal(0, 0.03, n)),
+        "equalized_odds_difference": np.abs(0.05 + 0.2 * skill + rng.normal(0, 0.05, n)),
+        "worst_group_accuracy": accuracy - 0.03 + rng.normal(0, 0.01, n),
+        "accuracy_gap": np.abs(0.05 + 0.05 * skill + rng.normal(0, 0.01, n)),
+        "shap_features_90": np.round(3 + 8 * skill + rng.normal(0, 1, n)).clip(1, 13),
+        "sensitive_attribution_share": np.abs(rng.normal(0.05, 0.02, n)),
+        "latency_p50_ms": latency,
+        "latency_p90_ms": latency * 1.2,
+        "latency_p95_ms": latency * 1.4,
+        "latency_p99_ms": latency * 2.0,
+        "throughput_rows_per_s": 1e6 / (latency * 40),
+        "size_bytes": size,
+        "n_parameters": size / 20,
+        "cost_usd_per_million": latency * 1e-4,
+    }
+
+
+SAMPLED = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss", "demographic_parity_difference",
+           "equalized_odds_difference", "worst_group_accuracy", "accuracy_gap")
+
+
+def populate(n: int):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from leaderboard.demo.seeding import benchmark_from_spec
+    from leaderboard.demo.synthetic import ADULT_SPEC, adult_dataset
+    from leaderboard.models import Submission
+
+    call_command("migrate", verbosity=0)
+    owner = get_user_model().objects.create_user("bench")
+    train, test = adult_dataset()
+    benchmark = benchmark_from_spec(ADULT_SPEC, train.head(2000), test.head(2000))
+    rng = np.random.default_rng(7)
+    metrics = realistic_metrics(rng, n)
+    resamples = benchmark.bootstrap_resamples
+    rows = []
+    for index in range(n):
+        point = {key: float(values[index]) for key, values in metrics.items()}
+        noise = rng.normal(0, 0.004, (len(SAMPLED), resamples)).astype(np.float32)
+        matrix = np.array([[point[key]] for key in SAMPLED], dtype=np.float32) + noise
+        rows.append(Submission(
+            benchmark=benchmark, owner=owner, name=f"model-{index:05d}", is_baseline=index < 5,
+            artifact=f"artifacts/bench/{index}.onnx", artifact_sha256="0" * 64, artifact_bytes=int(point["size_bytes"]),
+            artifact_format="onnx", status=Submission.Status.SUCCEEDED, stage="done", progress=1.0,
+            metrics=point, resamples=matrix.tobytes(), resample_keys=list(SAMPLED),
+        ))
+    Submission.objects.bulk_create(rows, batch_size=1000)
+    return benchmark
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--submissions", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=15)
+    options = parser.parse_args()
+    create_database()
+    import django
+
+    django.setup()
+    from django.test import Client
+
+    from leaderboard.boards import benchmark_objectives, board_query_parse, objective_bounds
+    from leaderboard.models import Submission
+    from leaderboard.ranking import ObjectiveSpec, rank_board
+
+    spec = importlib.util.spec_from_file_location("ranking_baseline", PROJECT / "bench" / "ranking_baseline.py")
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+
+    started = time.perf_counter()
+    benchmark = populate(options.submissions)
+    print(f"created {options.submissions} submissions in {time.perf_counter() - started:.1f} s")
+
+    objectives = benchmark_objectives(benchmark)
+    metrics = list(Submission.objects.filter(benchmark=benchmark).order_by("created_at").values_list("metrics", "is_baseline"))
+    values = np.array([[m.get(o.key, np.nan) for o in objectives] for m, _ in metrics], dtype=float)
+    is_baseline = np.array([b for _, b in metrics])
+    bounds = objective_bounds(benchmark, objectives, values[is_baseline])
+    specs = [ObjectiveSpec(o.key, o.higher_is_better, bounds[o.key][0], bounds[o.key][1],
+                           0.0 if o.higher_is_better or bounds[o.key][0] is None else bounds[o.key][0])
+             for o in objectives]
+    query = board_query_parse({"preset": "balanced"}, benchmark)
+    weights = np.array([query.weights.get(o.key, 0.0) for o in objectives])
+    print(f"weighted objectives (balanced preset): {[o.key for o, w in zip(objectives, weights) if w]}")
+
+    print(f"\n{'ranking function alone (n=' + str(len(values)) + ')':<58} {'median ms':>10}")
+    for method in ("utility", "dynascore", "winrate"):
+        ms = median_ms(lambda: rank_board(values, specs, weights, method=method, primary=benchmark.primary_metric), options.runs)
+        print(f"  rank_board, {method:<44} {ms:>10.1f}")
+    naive = median_ms(lambda: baseline.rank_board_naive(values, specs, weights, primary=benchmark.primary_metric), max(3, options.runs // 5))
+    fast = median_ms(lambda: rank_board(values, specs, weights, method="utility", primary=benchmark.primary_metric), options.runs)
+    print(f"  naive per-row Python loops (utility + Pareto)          {naive:>10.1f}   ({naive / fast:.0f}x slower)")
+
+    client = Client()
+    url = f"/api/v1/benchmarks/{benchmark.slug}/leaderboard/"
+    requests = {
+        "default weights": "",
+        "balanced preset": "?preset=balanced",
+        "product-manager preset + constraints": "?preset=product-manager&constraints=latency_p99_ms%3C%3D10",
+        "balanced preset, dynascore": "?preset=balanced&method=dynascore",
+        "balanced preset, winrate": "?preset=balanced&method=winrate",
+    }
+    print(f"\n{'full API request, first page of 50':<58} {'median ms':>10}")
+    for label, suffix in requests.items():
+        response = client.get(url + suffix)
+        assert response.status_code == 200, response.content[:500]
+        ms = median_ms(lambda: client.get(url + suffix), options.runs)
+        print(f"  {label:<56} {ms:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
