@@ -227,6 +227,12 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
         for o in used
     ]
     weights = np.array([query.weights.get(o.key, 0.0) for o in used])
+    if query.method == "dynascore" and not query.weights.get(benchmark.primary_metric):
+        raise Rejected(
+            f"Dynascore converts every objective into units of the primary metric, {benchmark.primary_metric}: "
+            f"give {benchmark.primary_metric} a weight above zero.",
+            field="weights",
+        )
     if not rows:
         return Board(benchmark, query, objectives, bounds, [], 0, [], [], 0, 0)
     try:
