@@ -206,12 +206,11 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
         Submission.objects.filter(benchmark=benchmark, status=Submission.Status.SUCCEEDED)
         .order_by("created_at")
         .annotate(**columns)
-        .values_list("pk", "is_baseline", *columns)
+        .values_list("pk", *columns)
     )
     # Columns of `values` are the needed objectives only: nothing else changes the ranking.
-    values = np.array([row[2:] for row in rows], dtype=float).reshape(len(rows), len(needed))
+    values = np.array([row[1:] for row in rows], dtype=float).reshape(len(rows), len(needed))
     ids = [row[0] for row in rows]
-    is_baseline = np.array([row[1] for row in rows], dtype=bool)
     bounds = objective_bounds(benchmark, objectives, _baseline_values(benchmark, objectives))
     used = [objectives[c] for c in needed]
     specs = [
