@@ -6,7 +6,9 @@ from api import views
 urlpatterns = [
     path("v1/benchmarks/", views.BenchmarkListView.as_view(), name="api-benchmark-list"),
     path("v1/benchmarks/<slug:slug>/", views.BenchmarkDetailView.as_view(), name="api-benchmark-detail"),
-    path("v1/benchmarks/<slug:slug>/train-data/", views.BenchmarkTrainDataView.as_view(), name="api-benchmark-train-data"),
+    path(
+        "v1/benchmarks/<slug:slug>/train-data/", views.BenchmarkTrainDataView.as_view(), name="api-benchmark-train-data"
+    ),
     path("v1/benchmarks/<slug:slug>/submissions/", views.SubmissionCreateView.as_view(), name="api-submission-create"),
     path("v1/benchmarks/<slug:slug>/leaderboard/", views.LeaderboardView.as_view(), name="api-leaderboard"),
     path("v1/submissions/<uuid:pk>/", views.SubmissionDetailView.as_view(), name="api-submission-detail"),

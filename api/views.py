@@ -139,7 +139,12 @@ class ReportDetailView(APIView):
     def get(self, request, pk, name):
         report = get_object_or_404(Report, submission_id=pk, evaluator=name)
         return Response(
-            {"evaluator": report.evaluator, "seconds": report.seconds, "error": report.error, "document": report.document}
+            {
+                "evaluator": report.evaluator,
+                "seconds": report.seconds,
+                "error": report.error,
+                "document": report.document,
+            }
         )
 
 
@@ -149,7 +154,9 @@ class LeaderboardView(APIView):
             OpenApiParameter("weights", str, description="e.g. accuracy:4,latency_p99_ms:1; unnamed objectives get 0."),
             OpenApiParameter("preset", str, description="a stakeholder preset of the benchmark, e.g. product-manager."),
             OpenApiParameter(
-                "constraints", str, description="hard requirements, e.g. latency_p99_ms<=10,demographic_parity_difference<=0.1"
+                "constraints",
+                str,
+                description="hard requirements, e.g. latency_p99_ms<=10,demographic_parity_difference<=0.1",
             ),
             OpenApiParameter("method", str, enum=list(METHODS), description="utility (default), dynascore or winrate."),
             OpenApiParameter("pareto", bool, description="only the submissions on the Pareto frontier."),

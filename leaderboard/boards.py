@@ -256,8 +256,13 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
         # page (and the neighbours just above it) need only their resamples.
         window = order[max(0, start - TIE_LOOKBACK) : start + query.page_size]
         board_input = {
-            "values": values, "ids": ids, "specs": specs, "weights": weights,
-            "primary": benchmark.primary_metric, "objectives": used, "benchmark": benchmark,
+            "values": values,
+            "ids": ids,
+            "specs": specs,
+            "weights": weights,
+            "primary": benchmark.primary_metric,
+            "objectives": used,
+            "benchmark": benchmark,
         }
         ranks, tied, intervals = _window_uncertainty(ranked, window, start, board_input)
     excluded = [row for row in range(len(rows)) if ranked.excluded[row]]
@@ -276,8 +281,13 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
         return BoardEntry(
             rank=int(ranks[row]),
             tied=bool(tied[row]),
-            submission={"id": str(ids[row]), "name": name, "owner": owner, "is_baseline": baseline,
-                        "created_at": created_at},
+            submission={
+                "id": str(ids[row]),
+                "name": name,
+                "owner": owner,
+                "is_baseline": baseline,
+                "created_at": created_at,
+            },
             score=None if math.isnan(ranked.scores[row]) else float(ranked.scores[row]),
             score_interval=None if np.isnan(interval).any() else [float(interval[0]), float(interval[1])],
             pareto=bool(ranked.pareto[row]),
@@ -324,8 +334,11 @@ def _window_uncertainty(ranked, window: list[int], start: int, board_input: dict
         method="utility",
         primary=board_input["primary"],
         resamples=_resample_cube(
-            [ids[row] for row in window_rows], board_input["objectives"], values[window_rows],
-            board_input["weights"], board_input["benchmark"],
+            [ids[row] for row in window_rows],
+            board_input["objectives"],
+            values[window_rows],
+            board_input["weights"],
+            board_input["benchmark"],
         ),
     )
     first_position = max(0, start - TIE_LOOKBACK)
@@ -346,9 +359,7 @@ def _resample_cube(ids, objectives, values, weights, benchmark) -> np.ndarray:
     resamples = benchmark.bootstrap_resamples
     cube = np.repeat(values[:, :, None], resamples, axis=2).astype(float)
     needed = [column for column, weight in enumerate(weights) if weight > 0]
-    layout = (
-        Submission.objects.filter(pk__in=ids[:1]).values_list("resample_keys", flat=True).first() or []
-    )
+    layout = Submission.objects.filter(pk__in=ids[:1]).values_list("resample_keys", flat=True).first() or []
     sampled = [column for column in needed if objectives[column].key in layout]
     if not sampled:
         return cube

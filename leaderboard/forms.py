@@ -43,7 +43,9 @@ class BenchmarkForm(forms.Form):
     sensitive_columns = forms.CharField(required=False, help_text="Comma-separated, e.g. sex,race.")
     time_column = forms.CharField(required=False, max_length=200)
     positive_label = forms.CharField(required=False, max_length=200)
-    primary_metric = forms.CharField(required=False, max_length=32, help_text="Empty: accuracy, or rmse for regression.")
+    primary_metric = forms.CharField(
+        required=False, max_length=32, help_text="Empty: accuracy, or rmse for regression."
+    )
     train_data = forms.FileField(help_text="Public training split, CSV or Parquet.")
     test_data = forms.FileField(help_text="Hidden test split, CSV or Parquet. Its labels are never served.")
 

@@ -68,8 +68,7 @@ def benchmark_create(
     for data, field in ((train_data, "train_data"), (test_data, "test_data")):
         if len(data) > settings.HOLDOUT_MAX_DATASET_BYTES:
             raise Rejected(
-                f"{field} is {len(data) / 1e6:.1f} MB; the limit is "
-                f"{settings.HOLDOUT_MAX_DATASET_BYTES / 1e6:.0f} MB.",
+                f"{field} is {len(data) / 1e6:.1f} MB; the limit is {settings.HOLDOUT_MAX_DATASET_BYTES / 1e6:.0f} MB.",
                 field=field,
             )
     train = table_read(train_data, filename=train_filename, field="train_data")
@@ -309,7 +308,7 @@ def submission_create(
         raise Rejected(f"name is {len(name)} characters; the limit is {MAX_NAME_LENGTH}.", field="name")
     metadata = metadata or {}
     if not isinstance(metadata, dict):
-        raise Rejected("metadata must be a JSON object, e.g. {\"git_sha\": \"abc123\"}.", field="metadata")
+        raise Rejected('metadata must be a JSON object, e.g. {"git_sha": "abc123"}.', field="metadata")
     try:
         info = inspect_artifact(
             artifact,
@@ -335,7 +334,9 @@ def submission_create(
     submission.deadline_at = submission.next_deadline()
     try:
         with transaction.atomic():
-            submission.artifact.save(f"{benchmark.slug}/{submission.id}.{info.format}", ContentFile(artifact), save=False)
+            submission.artifact.save(
+                f"{benchmark.slug}/{submission.id}.{info.format}", ContentFile(artifact), save=False
+            )
             submission.save()
             submission_enqueue(submission)
     except IntegrityError:
@@ -377,9 +378,7 @@ def submission_start(submission_id) -> Submission | None:
     """
     now = timezone.now()
     with transaction.atomic():
-        submission = (
-            Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
-        )
+        submission = Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
         if submission is None or submission.is_finished or submission.in_latency_phase:
             return None
         held_by_live_worker = (
@@ -404,9 +403,7 @@ def submission_start(submission_id) -> Submission | None:
 
 
 def submission_progress(submission: Submission, *, stage: str, progress: float) -> None:
-    Submission.objects.filter(pk=submission.pk, status=Submission.Status.RUNNING).update(
-        stage=stage, progress=progress
-    )
+    Submission.objects.filter(pk=submission.pk, status=Submission.Status.RUNNING).update(stage=stage, progress=progress)
     submission.stage, submission.progress = stage, progress
 
 
@@ -466,9 +463,7 @@ def submission_latency_start(submission_id) -> Submission | None:
     """Claim the latency phase; None when it is not waiting for it or another worker holds it."""
     now = timezone.now()
     with transaction.atomic():
-        submission = (
-            Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
-        )
+        submission = Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
         if submission is None or not submission.in_latency_phase:
             return None
         if submission.stage == Submission.LATENCY and submission.deadline_at and submission.deadline_at > now:

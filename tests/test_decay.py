@@ -255,7 +255,7 @@ def test_equal_count_windows_take_the_rows_in_time_order_whatever_the_test_set_o
 
 
 def test_small_windows_are_shown_and_flagged_but_left_out_of_the_fit():
-    times, y_true, predictions, features = case = decaying_binary(months=6, rows_per_month=120)
+    times, y_true, predictions, features = decaying_binary(months=6, rows_per_month=120)
     keep = np.flatnonzero((times.dt.month != 3).to_numpy() | (np.arange(len(times)) % 10 == 0))
     small = (
         times.iloc[keep].reset_index(drop=True),
