@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -88,3 +88,10 @@ def submission_detail(request, pk):
         "submission_detail.html",
         {"submission": submission, "sections": submission_sections(submission)},
     )
+
+
+def page_not_found(request, exception):
+    """API clients get JSON, people get the page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": f"Nothing at {request.path}; see /api/docs/ for the endpoints."}, status=404)
+    return render(request, "404.html", status=404)

@@ -156,3 +156,11 @@ def test_the_schema_and_docs_are_served_locally(client, db):
     assert schema.status_code == 200 and b"/api/v1/benchmarks/{slug}/submissions/" in schema.content
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"cdn" not in docs.content.lower()
+
+
+def test_an_unknown_api_path_is_a_json_404(client, db):
+    response = client.get("/api/v1/submissions/not-a-uuid/")
+    assert response.status_code == 404
+    assert "see /api/docs/" in response.json()["detail"]
+    page = client.get("/no/such/page/")
+    assert page.status_code == 404 and b"See the benchmarks" in page.content
