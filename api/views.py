@@ -1,4 +1,3 @@
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -17,7 +16,7 @@ from api.serializers import (
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Report, Submission
 from leaderboard.boards import MAX_PAGE_SIZE, METHODS, board_get, board_query_parse
-from leaderboard.selectors import benchmark_train_csv
+from leaderboard.views import train_csv_response
 from leaderboard.services import benchmark_create, submission_create
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
@@ -65,10 +64,7 @@ class BenchmarkDetailView(APIView):
 class BenchmarkTrainDataView(APIView):
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
     def get(self, request, slug):
-        benchmark = get_object_or_404(Benchmark, slug=slug)
-        response = HttpResponse(benchmark_train_csv(benchmark), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="{benchmark.slug}-train.csv"'
-        return response
+        return train_csv_response(get_object_or_404(Benchmark, slug=slug))
 
 
 class SubmissionCreateView(APIView):

@@ -30,88 +30,40 @@ class Objective:
         return "higher" if self.higher_is_better else "lower"
 
 
+# Natural utility bounds (worst, best): a share runs 0 to 1, a gap 1 to 0, a cost down to 0.
+SHARE = {"natural_worst": 0.0, "natural_best": 1.0}
+GAP = {"natural_worst": 1.0, "natural_best": 0.0}
+ZERO_IS_BEST = {"natural_best": 0.0}
+REGRESSION = ("regression",)
+BINARY = ("binary",)
+
 OBJECTIVES_IN_ORDER = (
-    Objective("accuracy", "Accuracy", True, "performance", CLASSIFICATION, natural_worst=0.0, natural_best=1.0),
-    Objective(
-        "balanced_accuracy",
-        "Balanced accuracy",
-        True,
-        "performance",
-        CLASSIFICATION,
-        natural_worst=0.0,
-        natural_best=1.0,
-    ),
-    Objective("f1_macro", "F1 (macro)", True, "performance", CLASSIFICATION, natural_worst=0.0, natural_best=1.0),
+    Objective("accuracy", "Accuracy", True, "performance", CLASSIFICATION, **SHARE),
+    Objective("balanced_accuracy", "Balanced accuracy", True, "performance", CLASSIFICATION, **SHARE),
+    Objective("f1_macro", "F1 (macro)", True, "performance", CLASSIFICATION, **SHARE),
     Objective("roc_auc", "ROC AUC", True, "performance", CLASSIFICATION, natural_worst=0.5, natural_best=1.0),
-    Objective("log_loss", "Log loss", False, "performance", CLASSIFICATION, natural_worst=None, natural_best=0.0),
-    Objective("rmse", "RMSE", False, "performance", ("regression",), natural_worst=None, natural_best=0.0),
-    Objective("mae", "MAE", False, "performance", ("regression",), natural_worst=None, natural_best=0.0),
-    Objective("r2", "R²", True, "performance", ("regression",), natural_worst=0.0, natural_best=1.0),
+    Objective("log_loss", "Log loss", False, "performance", CLASSIFICATION, **ZERO_IS_BEST),
+    Objective("rmse", "RMSE", False, "performance", REGRESSION, **ZERO_IS_BEST),
+    Objective("mae", "MAE", False, "performance", REGRESSION, **ZERO_IS_BEST),
+    Objective("r2", "R²", True, "performance", REGRESSION, **SHARE),
+    Objective("demographic_parity_difference", "Demographic parity difference", False, "fairness", BINARY, **GAP),
+    Objective("equalized_odds_difference", "Equalized odds difference", False, "fairness", BINARY, **GAP),
+    Objective("worst_group_accuracy", "Worst-group accuracy", True, "fairness", CLASSIFICATION, **SHARE),
+    Objective("accuracy_gap", "Accuracy gap", False, "fairness", CLASSIFICATION, **GAP),
     Objective(
-        "demographic_parity_difference",
-        "Demographic parity difference",
-        False,
-        "fairness",
-        ("binary",),
-        natural_worst=1.0,
-        natural_best=0.0,
+        "shap_features_90", "Features for 90% of SHAP", False, "interpretability", unit="features", natural_best=1.0
     ),
-    Objective(
-        "equalized_odds_difference",
-        "Equalized odds difference",
-        False,
-        "fairness",
-        ("binary",),
-        natural_worst=1.0,
-        natural_best=0.0,
-    ),
-    Objective(
-        "worst_group_accuracy",
-        "Worst-group accuracy",
-        True,
-        "fairness",
-        CLASSIFICATION,
-        natural_worst=0.0,
-        natural_best=1.0,
-    ),
-    Objective("accuracy_gap", "Accuracy gap", False, "fairness", CLASSIFICATION, natural_worst=1.0, natural_best=0.0),
-    Objective(
-        "shap_features_90",
-        "Features for 90% of SHAP",
-        False,
-        "interpretability",
-        unit="features",
-        natural_worst=None,
-        natural_best=1.0,
-    ),
-    Objective(
-        "sensitive_attribution_share",
-        "Sensitive attribution share",
-        False,
-        "interpretability",
-        natural_worst=1.0,
-        natural_best=0.0,
-    ),
-    Objective("latency_p50_ms", "Latency p50", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
-    Objective("latency_p90_ms", "Latency p90", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
-    Objective("latency_p95_ms", "Latency p95", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
-    Objective("latency_p99_ms", "Latency p99", False, "latency", unit="ms", natural_worst=None, natural_best=0.0),
-    Objective(
-        "throughput_rows_per_s", "Throughput", True, "latency", unit="rows/s", natural_worst=0.0, natural_best=None
-    ),
-    Objective("size_bytes", "Artifact size", False, "size", unit="bytes", natural_worst=None, natural_best=0.0),
-    Objective("n_parameters", "Parameters", False, "size", natural_worst=None, natural_best=0.0),
-    Objective(
-        "cost_usd_per_million",
-        "Cost per million predictions",
-        False,
-        "cost",
-        unit="USD",
-        natural_worst=None,
-        natural_best=0.0,
-    ),
-    Objective("decay_per_30d", "Decay per 30 days", False, "decay", natural_worst=None, natural_best=0.0),
-    Objective("relative_drop", "Relative drop", False, "decay", natural_worst=None, natural_best=0.0),
+    Objective("sensitive_attribution_share", "Sensitive attribution share", False, "interpretability", **GAP),
+    Objective("latency_p50_ms", "Latency p50", False, "latency", unit="ms", **ZERO_IS_BEST),
+    Objective("latency_p90_ms", "Latency p90", False, "latency", unit="ms", **ZERO_IS_BEST),
+    Objective("latency_p95_ms", "Latency p95", False, "latency", unit="ms", **ZERO_IS_BEST),
+    Objective("latency_p99_ms", "Latency p99", False, "latency", unit="ms", **ZERO_IS_BEST),
+    Objective("throughput_rows_per_s", "Throughput", True, "latency", unit="rows/s", natural_worst=0.0),
+    Objective("size_bytes", "Artifact size", False, "size", unit="bytes", **ZERO_IS_BEST),
+    Objective("n_parameters", "Parameters", False, "size", **ZERO_IS_BEST),
+    Objective("cost_usd_per_million", "Cost per million predictions", False, "cost", unit="USD", **ZERO_IS_BEST),
+    Objective("decay_per_30d", "Decay per 30 days", False, "decay", **ZERO_IS_BEST),
+    Objective("relative_drop", "Relative drop", False, "decay", **ZERO_IS_BEST),
 )
 
 OBJECTIVES: dict[str, Objective] = {objective.key: objective for objective in OBJECTIVES_IN_ORDER}

@@ -50,7 +50,11 @@ def benchmark_detail(request, slug):
 
 
 def benchmark_train_data(request, slug):
-    benchmark = get_object_or_404(Benchmark, slug=slug)
+    return train_csv_response(get_object_or_404(Benchmark, slug=slug))
+
+
+def train_csv_response(benchmark: Benchmark) -> HttpResponse:
+    """The public training split as a CSV download, for the page and the API alike."""
     response = HttpResponse(benchmark_train_csv(benchmark), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{benchmark.slug}-train.csv"'
     return response

@@ -134,7 +134,7 @@ def _evaluator_record(
     submission: Submission, evaluator: Evaluator, data: EvaluationInput, run: SandboxRun
 ) -> EvaluatorResult | None:
     """Run one evaluator and store its report; only performance may fail the submission."""
-    data = replace(data, options=evaluator_options(evaluator.name, submission.benchmark.evaluator_options.get(evaluator.name)))
+    data = replace(data, options=_options(submission, evaluator))
     probe_seconds = sum(run.probes[name].seconds for name in evaluator.probes if name in run.probes)
     started = time.perf_counter()
     try:
@@ -159,6 +159,11 @@ def _evaluator_record(
         document=result.document,
     )
     return result
+
+
+def _options(submission: Submission, evaluator: Evaluator) -> dict:
+    """The evaluator's documented defaults under this benchmark's settings for it."""
+    return evaluator_options(evaluator.name, submission.benchmark.evaluator_options.get(evaluator.name))
 
 
 def _evaluator_error(error: Exception) -> str:
@@ -201,10 +206,9 @@ def _evaluation_input(submission: Submission, test: pd.DataFrame) -> EvaluationI
 def _sandbox_run(
     submission: Submission, test: pd.DataFrame, base: EvaluationInput, evaluators: list[Evaluator], *, predict: bool
 ) -> SandboxRun:
-    options = submission.benchmark.evaluator_options
     probes: dict[str, dict] = {}
     for evaluator in evaluators:
-        probes.update(evaluator.probe_params(replace(base, options=evaluator_options(evaluator.name, options.get(evaluator.name)))))
+        probes.update(evaluator.probe_params(replace(base, options=_options(submission, evaluator))))
     # In PROBE_NAMES order: inspect reads the model's memory before explain or latency grow it.
     probes = {name: probes[name] for name in PROBE_NAMES if name in probes}
     workdir = Path(tempfile.mkdtemp(prefix="holdout-eval-"))
