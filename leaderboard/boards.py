@@ -9,20 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import BinaryField, F, FloatField, Func, Value
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
 
+from leaderboard.board_columns import BoardColumns, board_columns
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Submission
 from leaderboard.objectives import OBJECTIVES, Objective
-from leaderboard.ranking import Constraint, ObjectiveSpec, parse_constraints, rank_board
+from leaderboard.ranking import Constraint, ObjectiveSpec, RankedBoard, parse_constraints, rank_board
 
 METHODS = ("utility", "dynascore", "winrate")
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-# Neighbours looked back past the page start, so a tie that crosses the page edge keeps its rank.
-TIE_LOOKBACK = 20
 # Submissions listed apart (excluded by a constraint, or not scorable); the rest are counted.
 MAX_LISTED = 100
 
@@ -131,7 +127,12 @@ def board_query_parse(params: Mapping[str, str], benchmark: Benchmark) -> BoardQ
         weights = {key: float(benchmark.objectives.get(key, 0.0)) for key in keys}
         if not any(weights.values()):
             weights[benchmark.primary_metric] = 1.0
-    constraints_text = (params.get("constraints") or "").strip()
+    # A preset may carry hard requirements (a floor on the primary metric, say); constraints the
+    # reader sends, even none, replace them.
+    if "constraints" in params or not preset:
+        constraints_text = (params.get("constraints") or "").strip()
+    else:
+        constraints_text = str(benchmark.presets[preset].get("constraints") or "").strip()
     try:
         constraints = parse_constraints(constraints_text, keys) if constraints_text else []
     except ValueError as error:
@@ -197,105 +198,22 @@ def _first_defined(*values):
 
 def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
     objectives = benchmark_objectives(benchmark)
-    constrained = {constraint.key for constraint in query.constraints}
-    # Ranking reads only the objectives it weighs or constrains, extracted by the database as
-    # numbers; the page's rows are read whole afterwards.
-    needed = [c for c, o in enumerate(objectives) if query.weights.get(o.key) or o.key in constrained]
-    columns = {f"objective_{c}": Cast(KeyTextTransform(objectives[c].key, "metrics"), FloatField()) for c in needed}
-    rows = list(
-        Submission.objects.filter(benchmark=benchmark, status=Submission.Status.SUCCEEDED)
-        .order_by("created_at")
-        .annotate(**columns)
-        .values_list("pk", *columns)
-    )
-    # Columns of `values` are the needed objectives only: nothing else changes the ranking.
-    values = np.array([row[1:] for row in rows], dtype=float).reshape(len(rows), len(needed))
-    ids = [row[0] for row in rows]
-    bounds = objective_bounds(benchmark, objectives, _baseline_values(benchmark, objectives))
-    used = [objectives[c] for c in needed]
-    specs = [
-        ObjectiveSpec(
-            key=o.key,
-            higher_is_better=o.higher_is_better,
-            worst=bounds[o.key][0],
-            best=bounds[o.key][1],
-            # Dynascore's offset turns a lower-is-better objective into "how far under the worst
-            # acceptable value", as Dynaboard turns memory into 16 GB minus memory.
-            offset=0.0 if o.higher_is_better or bounds[o.key][0] is None else float(bounds[o.key][0]),
-        )
-        for o in used
-    ]
-    weights = np.array([query.weights.get(o.key, 0.0) for o in used])
     if query.method == "dynascore" and not query.weights.get(benchmark.primary_metric):
         raise Rejected(
             f"Dynascore converts every objective into units of the primary metric, {benchmark.primary_metric}: "
             f"give {benchmark.primary_metric} a weight above zero.",
             field="weights",
         )
-    if not rows:
+    columns = board_columns(benchmark, [objective.key for objective in objectives])
+    bounds = objective_bounds(benchmark, objectives, columns.values[columns.baseline])
+    if not columns.ids:
         return Board(benchmark, query, objectives, bounds, [], 0, [], [], 0, 0)
-    try:
-        ranked = rank_board(
-            values,
-            specs,
-            weights,
-            method=query.method,
-            primary=benchmark.primary_metric,
-            constraints=query.constraints,
-            # Dynascore and win rate compare every row with the others on each resample.
-            resamples=None if query.method == "utility" else _resample_cube(ids, used, values, weights, benchmark),
-        )
-    except ValueError as error:
-        raise Rejected(str(error), field="weights") from None
-    order = [row for row in ranked.order if ranked.pareto[row]] if query.pareto_only else list(ranked.order)
+    ranked, order = _ranked(benchmark, query, objectives, bounds, columns)
     start = (query.page - 1) * query.page_size
     page = order[start : start + query.page_size]
-    ranks, tied, intervals = ranked.ranks, ranked.tied, ranked.score_intervals
-    if query.method == "utility" and page and not query.pareto_only:
-        # A utility score depends on its own row only, so the paired intervals and ties of the
-        # page (and the neighbours just above it) need only their resamples.
-        window = order[max(0, start - TIE_LOOKBACK) : start + query.page_size]
-        board_input = {
-            "values": values,
-            "ids": ids,
-            "specs": specs,
-            "weights": weights,
-            "primary": benchmark.primary_metric,
-            "objectives": used,
-            "benchmark": benchmark,
-        }
-        ranks, tied, intervals = _window_uncertainty(ranked, window, start, board_input)
-    excluded = [row for row in range(len(rows)) if ranked.excluded[row]]
-    unscored = [row for row in range(len(rows)) if ranked.unscored[row] and not ranked.excluded[row]]
-    shown = {*page, *excluded[:MAX_LISTED], *unscored[:MAX_LISTED]}
-    details = {
-        pk: (name, owner, baseline, created_at, metrics)
-        for pk, name, owner, baseline, created_at, metrics in Submission.objects.filter(
-            pk__in=[ids[row] for row in shown]
-        ).values_list("pk", "name", "owner__username", "is_baseline", "created_at", "metrics")
-    }
-
-    def entry(row: int) -> BoardEntry:
-        name, owner, baseline, created_at, metrics = details[ids[row]]
-        interval = intervals[row]
-        return BoardEntry(
-            rank=int(ranks[row]),
-            tied=bool(tied[row]),
-            submission={
-                "id": str(ids[row]),
-                "name": name,
-                "owner": owner,
-                "is_baseline": baseline,
-                "created_at": created_at,
-            },
-            score=None if math.isnan(ranked.scores[row]) else float(ranked.scores[row]),
-            score_interval=None if np.isnan(interval).any() else [float(interval[0]), float(interval[1])],
-            pareto=bool(ranked.pareto[row]),
-            metrics=metrics,
-            excluded_by=list(ranked.excluded[row]),
-            unscored=ranked.unscored[row],
-        )
-
+    excluded = [row for row in range(len(columns.ids)) if ranked.excluded[row]]
+    unscored = [row for row in range(len(columns.ids)) if ranked.unscored[row] and not ranked.excluded[row]]
+    entry = _entry_maker(ranked, columns, {*page, *excluded[:MAX_LISTED], *unscored[:MAX_LISTED]})
     return Board(
         benchmark=benchmark,
         query=query,
@@ -310,88 +228,74 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
     )
 
 
-def _baseline_values(benchmark: Benchmark, objectives: list[Objective]) -> np.ndarray:
-    metrics = Submission.objects.filter(
-        benchmark=benchmark, status=Submission.Status.SUCCEEDED, is_baseline=True
-    ).values_list("metrics", flat=True)
-    return np.array([[_number(m.get(o.key)) for o in objectives] for m in metrics], dtype=float).reshape(
-        -1, len(objectives)
-    )
+def _ranked(benchmark, query, objectives, bounds, columns: BoardColumns) -> tuple[RankedBoard, list[int]]:
+    """The board ranked by the query, and the order of the rows it lists (the Pareto set alone if asked).
 
-
-def _window_uncertainty(ranked, window: list[int], start: int, board_input: dict):
-    """Ranks, ties and score intervals for a window of the ranked order, from its rows' resamples.
-
-    The window's rows keep their global order (utility scores do not depend on other rows), so a
-    rank within the window shifted by the window's first position is the rank on the board.
+    Score intervals and ties are computed for the requested page (their cost grows with the rows
+    they cover), so the Pareto-only view first finds which ranked positions its page holds.
     """
-    values, ids = board_input["values"], board_input["ids"]
-    window_rows = np.array(window)
-    local = rank_board(
-        values[window_rows],
-        board_input["specs"],
-        board_input["weights"],
-        method="utility",
-        primary=board_input["primary"],
-        resamples=_resample_cube(
-            [ids[row] for row in window_rows],
-            board_input["objectives"],
-            values[window_rows],
-            board_input["weights"],
-            board_input["benchmark"],
-        ),
-    )
-    first_position = max(0, start - TIE_LOOKBACK)
-    ranks, tied, intervals = ranked.ranks.copy(), ranked.tied.copy(), ranked.score_intervals.copy()
-    for local_index, row in enumerate(window_rows):
-        ranks[row] = first_position + local.ranks[local_index]
-        tied[row] = local.tied[local_index]
-        intervals[row] = local.score_intervals[local_index]
-    return ranks, tied, intervals
-
-
-def _resample_cube(ids, objectives, values, weights, benchmark) -> np.ndarray:
-    """(rows × objectives × resamples): sampled objectives from storage, the rest repeated.
-
-    Only the weighted objectives' slices of each stored matrix are read: a row of the matrix is
-    one objective's resamples, contiguous, so the database cuts them out.
-    """
-    resamples = benchmark.bootstrap_resamples
-    cube = np.repeat(values[:, :, None], resamples, axis=2).astype(float)
-    needed = [column for column, weight in enumerate(weights) if weight > 0]
-    layout = Submission.objects.filter(pk__in=ids[:1]).values_list("resample_keys", flat=True).first() or []
-    sampled = [column for column in needed if objectives[column].key in layout]
-    if not sampled:
-        return cube
-    row_bytes = resamples * 4
-    slices = {
-        f"slice_{column}": Func(
-            F("resamples"),
-            Value(layout.index(objectives[column].key) * row_bytes + 1),
-            Value(row_bytes),
-            function="SUBSTR",
-            output_field=BinaryField(),
+    specs = [
+        ObjectiveSpec(
+            key=o.key,
+            higher_is_better=o.higher_is_better,
+            worst=bounds[o.key][0],
+            best=bounds[o.key][1],
+            # Dynascore's offset turns a lower-is-better objective into "how far under the worst
+            # acceptable value", as Dynaboard turns memory into 16 GB minus memory.
+            offset=0.0 if o.higher_is_better or bounds[o.key][0] is None else float(bounds[o.key][0]),
         )
-        for column in sampled
+        for o in objectives
+    ]
+    weights = np.array([query.weights.get(o.key, 0.0) for o in objectives])
+    unbounded = [o.key for o, w in zip(objectives, weights) if w > 0 and None in bounds[o.key]]
+    if query.method == "utility" and unbounded:
+        raise Rejected(
+            f"the utility method maps each weighted objective between a worst acceptable and a best value, "
+            f"but no baseline measured {', '.join(unbounded)} and the benchmark sets no bounds for it: weigh "
+            f"it 0, use another method, or ask the owner to set its bounds.",
+            field="weights",
+        )
+    arguments = dict(method=query.method, primary=benchmark.primary_metric, constraints=query.constraints)
+    start = (query.page - 1) * query.page_size
+    window = (start, start + query.page_size)
+    try:
+        if query.pareto_only:
+            points = rank_board(columns.values, specs, weights, **arguments)
+            listed = np.flatnonzero(points.pareto[points.order])[start : start + query.page_size]
+            window = (int(listed[0]), int(listed[-1]) + 1) if len(listed) else (0, 0)
+        resamples = [
+            columns.resamples(benchmark, o.key) if weight > 0 else None for o, weight in zip(objectives, weights)
+        ]
+        ranked = rank_board(columns.values, specs, weights, resamples=resamples, window=window, **arguments)
+    except ValueError as error:
+        raise Rejected(str(error), field="weights") from None
+    order = [row for row in ranked.order if ranked.pareto[row]] if query.pareto_only else list(ranked.order)
+    return ranked, order
+
+
+def _entry_maker(ranked: RankedBoard, columns: BoardColumns, rows: set[int]):
+    """A function from a row to its board entry; the listed rows' details are read in one query."""
+    details = {
+        pk: (name, owner, baseline, created_at, metrics)
+        for pk, name, owner, baseline, created_at, metrics in Submission.objects.filter(
+            pk__in=[columns.ids[row] for row in rows]
+        ).values_list("pk", "name", "owner__username", "is_baseline", "created_at", "metrics")
     }
-    position = {pk: index for index, pk in enumerate(ids)}
-    # The whole board is read by its benchmark, not by a list of ten thousand ids.
-    scope = (
-        Submission.objects.filter(benchmark=benchmark, status=Submission.Status.SUCCEEDED)
-        if len(ids) > MAX_PAGE_SIZE
-        else Submission.objects.filter(pk__in=ids)
-    )
-    for pk, keys, *parts in scope.annotate(**slices).values_list("pk", "resample_keys", *slices):
-        if pk not in position:
-            continue
-        # A submission stored with another layout (an older evaluation) keeps its point values.
-        if keys != layout:
-            continue
-        for column, part in zip(sampled, parts):
-            if part and len(part) == row_bytes:
-                cube[position[pk], column] = np.frombuffer(bytes(part), dtype=np.float32)
-    return cube
 
+    def entry(row: int) -> BoardEntry:
+        pk = columns.ids[row]
+        name, owner, baseline, created_at, metrics = details[pk]
+        interval = ranked.score_intervals[row]
+        return BoardEntry(
+            rank=int(ranked.ranks[row]),
+            tied=bool(ranked.tied[row]),
+            submission={"id": str(pk), "name": name, "owner": owner, "is_baseline": baseline, "created_at": created_at},
+            score=None if math.isnan(ranked.scores[row]) else float(ranked.scores[row]),
+            score_interval=None if np.isnan(interval).any() else [float(interval[0]), float(interval[1])],
+            pareto=bool(ranked.pareto[row]),
+            metrics=metrics,
+            excluded_by=list(ranked.excluded[row]),
+            unscored=ranked.unscored[row],
+        )
 
-def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
+    return entry

@@ -2,11 +2,37 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
 from leaderboard.objectives import OBJECTIVES
+from leaderboard.ranking import parse_constraints
+
+
+def presets_problems(presets, keys: list[str]) -> list[str]:
+    """What is wrong with a benchmark's presets, in words its owner can act on; empty if nothing."""
+    if not isinstance(presets, dict):
+        return ['presets must be an object {"slug": {"label": ..., "weights": {...}}}.']
+    problems = []
+    for slug, preset in presets.items():
+        weights = preset.get("weights") if isinstance(preset, dict) else None
+        if not isinstance(weights, dict):
+            problems.append(f"preset '{slug}' needs \"weights\": {{objective: weight}}.")
+            continue
+        unknown = [key for key in weights if key not in keys]
+        if unknown:
+            problems.append(f"preset '{slug}' weighs {', '.join(unknown)}, not objectives of this benchmark.")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights.values()):
+            problems.append(f"preset '{slug}': every weight must be a non-negative number.")
+        elif not any(weights.values()):
+            problems.append(f"preset '{slug}': at least one weight must be above zero.")
+        try:
+            parse_constraints(str(preset.get("constraints") or ""), keys)
+        except ValueError as error:
+            problems.append(f"preset '{slug}': {error}")
+    return problems
 
 
 def default_bootstrap_resamples() -> int:
@@ -47,7 +73,8 @@ class Benchmark(models.Model):
     # Utility bounds {key: [worst acceptable, best achievable]}; a missing side is filled from
     # the baselines (worst) or the objective's natural best, so adding a submission never moves them.
     objective_bounds = models.JSONField(default=dict, blank=True)
-    # Stakeholder presets {slug: {"label": ..., "weights": {key: weight}}}, editable by the owner.
+    # Stakeholder presets {slug: {"label": ..., "weights": {key: weight}, "constraints": "key>=number,..."}},
+    # editable by the owner; "constraints" is optional (a floor a stakeholder takes for granted).
     presets = models.JSONField(default=dict, blank=True)
     time_limit_seconds = models.PositiveIntegerField(default=600)
     daily_submission_quota = models.PositiveIntegerField(default=20)
@@ -61,6 +88,11 @@ class Benchmark(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        problems = presets_problems(self.presets, list(self.objectives))
+        if problems:
+            raise ValidationError({"presets": problems})
 
     def get_absolute_url(self) -> str:
         return reverse("benchmark-detail", args=[self.slug])

@@ -28,9 +28,12 @@ OPERATORS = {"<=": np.less_equal, ">=": np.greater_equal, "<": np.less, ">": np.
 # Dynaboard's delta_cutoff_proportion: neighbours closer than this share of the best performance
 # are too close for their difference to divide by.
 DYNASCORE_DELTA_CUTOFF = 0.0001
-# Row blocks that stay in the CPU cache: a pass over all m x B resample values per arithmetic
-# operation costs more in memory traffic than the arithmetic itself.
-UTILITY_ROWS_AT_ONCE = 1024
+# Rows looked at above a window of the ranked order, first, to find where its chain of ties starts;
+# the block doubles until it holds a pair that is not tied.
+TIE_LOOKBACK = 20
+# Win rates of a few rows are looked up in each sorted resample; from one row in this many, every
+# row's win rate is computed at once (one argsort per resample).
+WIN_RATE_FEW_ROWS = 8
 # The Pareto sweep takes rows in blocks of 512 and compares them with the frontier in chunks of
 # 32, 64, 128, ... rows: boolean tables of at most a few hundred kilobytes, big enough that the
 # Python loop around them costs little.
@@ -119,20 +122,26 @@ def rank_board(
     method: str = "utility",
     primary: str,
     constraints: list[Constraint] = (),
-    resamples: np.ndarray | None = None,
+    resamples=None,
     tie_level: float = 0.95,
+    window: tuple[int, int] | None = None,
 ) -> RankedBoard:
     """Rank the rows of `values` (submissions x objectives, NaN = not measured) by the reader's weights.
 
     `primary` is the key of the performance objective, which Dynascore measures everything against.
-    `resamples` (submissions x objectives x B) holds each value on the same B bootstrap resamples
-    of the test rows for every submission (objectives without sampling noise repeat their value);
-    with it each ranked row gets a score interval and neighbours a chance to tie.
+    `resamples` holds each value on the same B bootstrap resamples of the test rows for every
+    submission: a (submissions x objectives x B) array, or one (submissions x B) array per
+    objective with None for an objective without sampling noise (it repeats its value). With it
+    ranked rows get score intervals and neighbours a chance to tie. `window` (start, stop) limits
+    that to those positions of the ranked order (a page): their intervals, ties and ranks are
+    exact, the scores of the rest on the resamples are computed only where the method needs every
+    row (Dynascore's rates, win rate's opponents) or a chain of ties reaches above the window.
+    Outside the window ranks and ties come from the point scores alone and intervals are NaN.
     """
     values = np.asarray(values, dtype=float)
     weights = np.asarray(weights, dtype=float)
-    resamples = None if resamples is None else np.asarray(resamples, dtype=float)
-    _check_inputs(values, objectives, weights, resamples, tie_level)
+    resamples = _resample_columns(resamples, values)
+    _check_inputs(values, objectives, weights, resamples, tie_level, window)
     keys = [objective.key for objective in objectives]
     used = np.flatnonzero(weights > 0)
     weighted = _weighted(objectives, weights, used, primary)
@@ -145,7 +154,7 @@ def rank_board(
     if len(rows) == 0:
         ranking = _NOTHING_RANKED
     else:
-        ranking = _rank_rows(method, values, resamples, rows, used, weighted, tie_level)
+        ranking = _rank_rows(method, values, resamples, rows, used, weighted, tie_level, window)
 
     n = len(values)
     return RankedBoard(
@@ -184,7 +193,43 @@ def parse_constraints(text: str, known_keys) -> list[Constraint]:
     return constraints
 
 
-def _check_inputs(values, objectives, weights, resamples, tie_level) -> None:
+def _resample_columns(resamples, values) -> list[np.ndarray] | None:
+    """One (submissions x B) array per objective; B = 1 (the point value) for one without noise.
+
+    Float32 arrays stay float32: the stored resamples are, and sorting them is faster.
+    """
+    if resamples is None:
+        return None
+    if isinstance(resamples, np.ndarray) or not isinstance(resamples, (list, tuple)):
+        resamples = np.asarray(resamples, dtype=float)
+        if resamples.ndim != 3 or resamples.shape[:2] != values.shape or not resamples.shape[2]:
+            raise ValueError(
+                f"resamples must be submissions x objectives x B (B >= 1) with values of shape {values.shape}; "
+                f"got {resamples.shape}."
+            )
+        return [resamples[:, column] for column in range(values.shape[1])]
+    if len(resamples) != values.shape[1]:
+        raise ValueError(f"resamples needs one entry per objective ({values.shape[1]}), got {len(resamples)}.")
+    columns = []
+    for column, sampled in enumerate(resamples):
+        if sampled is None:
+            columns.append(values[:, [column]])
+            continue
+        sampled = np.asarray(sampled)
+        if sampled.dtype != np.float32:
+            sampled = sampled.astype(float)
+        if sampled.ndim != 2 or len(sampled) != len(values) or not sampled.shape[1]:
+            raise ValueError(
+                f"resamples of objective {column} must be submissions x B with {len(values)} submissions; "
+                f"got {sampled.shape}."
+            )
+        columns.append(sampled)
+    if len({column.shape[1] for column in columns} - {1}) > 1:
+        raise ValueError("every objective's resamples must have the same number B of resamples.")
+    return columns
+
+
+def _check_inputs(values, objectives, weights, resamples, tie_level, window) -> None:
     if values.ndim != 2 or values.shape[1] != len(objectives) or weights.shape != (len(objectives),):
         raise ValueError(
             f"values must be submissions x objectives with one objective spec and one weight per column; "
@@ -195,11 +240,8 @@ def _check_inputs(values, objectives, weights, resamples, tie_level) -> None:
         raise ValueError(f"objective keys must be unique; got {', '.join(keys)}.")
     if np.isinf(values).any():
         raise ValueError("values must be finite, or NaN where not measured.")
-    if resamples is not None and (resamples.ndim != 3 or resamples.shape[:2] != values.shape or not resamples.shape[2]):
-        raise ValueError(
-            f"resamples must be submissions x objectives x B (B >= 1) with values of shape {values.shape}; "
-            f"got {resamples.shape}."
-        )
+    if window is not None and not (len(window) == 2 and 0 <= window[0] <= window[1]):
+        raise ValueError(f"window must be (start, stop) positions with 0 <= start <= stop, not {window}.")
     for key, weight in zip(keys, weights):
         if not (math.isfinite(weight) and weight >= 0):
             raise ValueError(f"the weight of {key} must be a finite non-negative number, not {weight}.")
@@ -283,16 +325,23 @@ def _spread(n, rows, ranked_values, fill) -> np.ndarray:
     return spread
 
 
-def _rank_rows(method, values, resamples, rows, used, weighted, tie_level) -> _Ranking:
-    score = _SCORERS[method]
+def _rank_rows(method, values, resamples, rows, used, weighted, tie_level, window) -> _Ranking:
     point_values = values[np.ix_(rows, used)]
-    points = score([values[:, [column]] for column in used], rows, weighted)[:, 0]
-    on_resamples = None if resamples is None else score([resamples[:, column] for column in used], rows, weighted)
-    order, ranks, tied = _ranked_order(points, on_resamples, tie_level)
-    if on_resamples is None:
-        intervals = np.full((len(points), 2), np.nan)
-    else:
-        intervals = _nanquantiles(on_resamples, [0.025, 0.975]).T  # the last use: it sorts them
+    everyone = np.arange(len(rows))
+    points = _SCORERS[method]([column[None, :] for column in point_values.T], weighted)(everyone)[:, 0]
+    order = np.argsort(-points, kind="stable")  # equal scores keep the caller's row order
+    ordered = points[order]
+    ties_next = ordered[:-1] == ordered[1:]
+    intervals = np.full((len(rows), 2), np.nan)
+    if resamples is not None:
+        scorer = _SCORERS[method]([_by_resample(resamples[column], rows) for column in used], weighted)
+        lo, hi = (0, len(rows)) if window is None else (min(window[0], len(rows)), min(window[1], len(rows)))
+        _resampled_ties(order, scorer, lo, hi, tie_level, ties_next, intervals)
+    positions = np.arange(1, len(order) + 1)
+    ranks = np.empty(len(order), dtype=int)
+    ranks[order] = np.maximum.accumulate(np.where(np.r_[True, ~ties_next], positions, 0))
+    tied = np.empty(len(order), dtype=bool)
+    tied[order] = np.r_[False, ties_next] | np.r_[ties_next, False]
     return _Ranking(
         order=order,
         ranks=ranks,
@@ -304,38 +353,68 @@ def _rank_rows(method, values, resamples, rows, used, weighted, tie_level) -> _R
     )
 
 
-# Scoring. Each method takes the weighted objectives, one (submissions x B resamples) array per
-# objective, and the ranked rows, and gives their (ranked rows x B) scores, higher is better.
-# Point values are scored as B = 1, so the point score and the scores on resamples are one
-# computation. The methods pick out the ranked rows themselves, so the m x B values are not
-# copied only to be selected. On a resample, as on the board, a row missing a weighted value is
-# not scored: its score there is NaN, and the methods that compare rows leave it out of that
+def _resampled_ties(order, scorer, lo, hi, tie_level, ties_next, intervals) -> None:
+    """Score intervals of the ranked positions lo..hi-1 and the ties that decide their ranks.
+
+    Two neighbours tie when their scores are equal or when the central `tie_level` interval of
+    their paired score difference over the resamples contains 0: the ranking does not claim a
+    winner that the choice of test rows could explain. A chain of ties takes the rank of its first
+    member, even when its ends would not tie with each other, so above the window the pairs are
+    checked in growing blocks until one is not tied: the ranks inside the window are exact without
+    scoring the rows above the chain. Fills `ties_next` (pair p, p+1) and `intervals` in place.
+    """
+    stop = min(hi + 1, len(order))  # the row under the window decides whether its last row ties
+    scores = scorer(order[lo:stop])
+    intervals[order[lo:hi]] = _nanquantiles(scores[: hi - lo].copy(), [0.025, 0.975]).T
+    ties_next[lo : stop - 1] |= _paired_ties(scores, tie_level)
+    top, top_scores, block = lo, scores[:1], TIE_LOOKBACK
+    while top > 0:
+        start = max(0, top - block)
+        above = np.concatenate([scorer(order[start:top]), top_scores])
+        ties_next[start:top] |= _paired_ties(above, tie_level)
+        if not ties_next[start:top].all():
+            break
+        top, top_scores, block = start, above[:1], 2 * block
+
+
+def _paired_ties(scores, tie_level) -> np.ndarray:
+    """Whether each row's paired score difference with the next could be zero (rows x B scores)."""
+    low, high = _nanquantiles(scores[:-1] - scores[1:], [(1 - tie_level) / 2, (1 + tie_level) / 2])
+    # Neighbours without a single common resample fall back to comparing scores (NaN compares false).
+    return (low <= 0) & (high >= 0)
+
+
+# Scoring. Each method takes the weighted objectives of the ranked rows, one (B x m) array per
+# objective (or 1 x m for one that has no sampling noise: it broadcasts), does what needs every
+# row, and returns a function that scores a selection of the ranked rows: (k positions x B) scores,
+# higher is better. Point values are scored as B = 1, so the point score and the scores on
+# resamples are one computation. On a resample, as on the board, a row missing a weighted value
+# is not scored: its score there is NaN, and the methods that compare rows leave it out of that
 # resample (`_absent_where_incomplete`).
 
 
-def _utility_scores(columns, rows, weighted) -> np.ndarray:
+def _utility_scorer(by_resample, weighted):
     """Each objective mapped linearly from [worst, best] to [0, 1] and clipped, then the weighted mean.
 
     The bounds are fixed inputs, so a row's score depends on its own values alone: adding a
     submission never moves another one's score.
     """
-    resamples = columns[0].shape[1]
-    scores = np.zeros((len(rows), resamples))
-    buffer = np.empty((min(len(rows), UTILITY_ROWS_AT_ONCE), resamples))
-    for start in range(0, len(rows), UTILITY_ROWS_AT_ONCE):
-        block = rows[start : start + UTILITY_ROWS_AT_ONCE]
-        utility = buffer[: len(block)]
-        for column, worst, best, weight in zip(columns, weighted.worst, weighted.best, weighted.weights):
+
+    def score(positions):
+        total = np.zeros((1, len(positions)))
+        for values, worst, best, weight in zip(by_resample, weighted.worst, weighted.best, weighted.weights):
             # Lower-is-better objectives have worst > best, so one formula serves both directions.
-            np.subtract(column[block], worst, out=utility)
+            utility = values[:, positions] - worst
             utility /= best - worst
             np.clip(utility, 0.0, 1.0, out=utility)
             utility *= weight
-            scores[start : start + UTILITY_ROWS_AT_ONCE] += utility
-    return scores
+            total = total + utility
+        return np.ascontiguousarray(total.T)
+
+    return score
 
 
-def _dynascores(columns, rows, weighted) -> np.ndarray:
+def _dynascore_scorer(by_resample, weighted):
     """Dynaboard's Dynascore, as its reference implementation (dynabench, CS224u) computes it.
 
     Each objective is converted to "higher is better" (multiplied by -1 where lower is better,
@@ -343,16 +422,21 @@ def _dynascores(columns, rows, weighted) -> np.ndarray:
     primary objective, and the weighted sum taken. Where the AMRS is undefined (no two neighbours
     differ enough in the primary objective) or zero (the objective never changes between them),
     the reference divides by it and every score becomes NaN or infinite; here that objective
-    adds 0 instead, and `_dynascore_notes` says so.
+    adds 0 instead, and `_dynascore_notes` says so. The rates need every row; a row's score is
+    then its own converted values times fixed scales.
     """
-    by_resample = _absent_where_incomplete([_by_resample(column, rows) for column in columns])
+    by_resample = _absent_where_incomplete(by_resample)
     amrs = _amrs(by_resample, weighted)
     defined = np.isfinite(amrs) & (amrs != 0)
     scales = np.where(defined, weighted.weights[:, None] / np.abs(np.where(defined, amrs, 1.0)), 0.0)
-    scores = np.zeros((columns[0].shape[1], len(rows)))
-    for values, sign, offset, scale in zip(by_resample, weighted.signs, weighted.offsets, scales):
-        scores += (values * sign + offset) * scale[:, None]
-    return np.ascontiguousarray(scores.T)
+
+    def score(positions):
+        total = np.zeros((1, len(positions)))
+        for values, sign, offset, scale in zip(by_resample, weighted.signs, weighted.offsets, scales):
+            total = total + (values[:, positions] * sign + offset) * scale[:, None]
+        return np.ascontiguousarray(total.T)
+
+    return score
 
 
 def _amrs(by_resample, weighted) -> np.ndarray:
@@ -369,8 +453,8 @@ def _amrs(by_resample, weighted) -> np.ndarray:
     pair is kept (each kept difference divided by itself), so it is not computed.
     """
     primary = weighted.primary
-    performance = by_resample[primary] * weighted.signs[primary] + weighted.offsets[primary]
-    order = np.argsort(performance, axis=1, kind="stable")  # absent rows (NaN) sort last, never kept
+    order = _stable_order(_signed(by_resample[primary], weighted.signs[primary]))  # NaN last, never kept
+    performance = np.asarray(by_resample[primary], dtype=float) * weighted.signs[primary] + weighted.offsets[primary]
     primary_differences = np.diff(np.take_along_axis(performance, order, axis=1), axis=1)
     cutoff = DYNASCORE_DELTA_CUTOFF * np.abs(np.fmax.reduce(performance, axis=1, keepdims=True))
     kept = np.abs(primary_differences) > cutoff
@@ -381,12 +465,38 @@ def _amrs(by_resample, weighted) -> np.ndarray:
         if index == primary:
             amrs.append(np.where(pairs > 0, 1.0, np.nan))
             continue
-        rates = np.abs(np.diff(np.take_along_axis(values, order, axis=1), axis=1)) / kept_differences
+        ordered = np.take_along_axis(np.broadcast_to(values, order.shape), order, axis=1)
+        rates = np.abs(np.diff(ordered.astype(float), axis=1))
+        rates /= kept_differences
         np.copyto(rates, 0.0, where=~kept)
         total = rates.sum(axis=1)
         amrs.append(np.divide(total, pairs, out=np.full(total.shape, np.nan), where=pairs > 0))
     # An objective that repeats its value, or a primary that does, has one rate for every resample.
     return np.array(np.broadcast_arrays(*amrs))
+
+
+def _stable_order(values) -> np.ndarray:
+    """Each row's ascending order, equal values in column order and NaN last, as a stable argsort.
+
+    Float32 values (the stored resamples) are sorted as 64-bit keys holding the value's bits
+    above the column index: an ordinary sort of the keys gives the stable order several times
+    faster than a stable argsort of the values.
+    """
+    if values.dtype != np.float32 or values.shape[1] >= 2**32:
+        return np.argsort(values, axis=1, kind="stable")
+    values = np.where(np.isnan(values), np.float32(np.nan), values + np.float32(0.0))  # one NaN, one zero
+    bits = values.view(np.uint32).astype(np.uint64)
+    # IEEE order as unsigned integers: negative numbers reversed below the positive ones.
+    negative = bits >= 2**31
+    bits = np.where(negative, (2**32 - 1) - bits, bits + 2**31)
+    keys = (bits << np.uint64(32)) | np.arange(values.shape[1], dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & np.uint64(2**32 - 1)).astype(np.intp)
+
+
+def _signed(values, sign) -> np.ndarray:
+    """Values turned higher-is-better, in their own dtype (float32 resamples sort faster)."""
+    return values if sign > 0 else np.negative(values)
 
 
 def _dynascore_notes(point_values, weighted) -> list[str]:
@@ -405,7 +515,7 @@ def _dynascore_notes(point_values, weighted) -> list[str]:
     ]
 
 
-def _win_rate_scores(columns, rows, weighted) -> np.ndarray:
+def _win_rate_scorer(by_resample, weighted):
     """HELM's mean win rate, weighted: per objective, the share of the other rows a row beats.
 
     Ties count half, as in HELM's `compute_aggregate_row_win_rates`. HELM leaves a row without a
@@ -415,11 +525,24 @@ def _win_rate_scores(columns, rows, weighted) -> np.ndarray:
     of that resample), so every row has every objective and each denominator is the number of
     other rows compared: m - 1. A lone row has nobody to beat and no score.
     """
-    by_resample = _absent_where_incomplete([_by_resample(column, rows) for column in columns])
-    scores = np.zeros((columns[0].shape[1], len(rows)))
-    for values, sign, share in zip(by_resample, weighted.signs, weighted.weights):
-        scores += _win_rates(values * sign) * share
-    return np.ascontiguousarray(scores.T)
+    signed = [_signed(values, sign) for values, sign in zip(_absent_where_incomplete(by_resample), weighted.signs)]
+    everyone, ordered = {}, {}  # per objective, computed on first use: every row's rates, sorted values
+
+    def score(positions):
+        total = np.zeros((1, len(positions)))
+        for index, (values, share) in enumerate(zip(signed, weighted.weights)):
+            if len(values) == 1 or len(positions) * WIN_RATE_FEW_ROWS >= values.shape[1]:
+                if index not in everyone:
+                    everyone[index] = _win_rates(values)
+                rates = everyone[index][:, positions]
+            else:
+                if index not in ordered:
+                    ordered[index] = np.sort(values, axis=1)  # NaN last
+                rates = _win_rates_of(values, ordered[index], positions)
+            total = total + rates * share
+        return np.ascontiguousarray(total.T)
+
+    return score
 
 
 def _win_rates(signed) -> np.ndarray:
@@ -442,6 +565,18 @@ def _win_rates(signed) -> np.ndarray:
     return np.divide(wins, opponents, out=np.full(wins.shape, np.nan), where=~absent & (opponents > 0))
 
 
+def _win_rates_of(signed, ordered, positions) -> np.ndarray:
+    """`_win_rates(signed)[:, positions]` for a few rows, looked up in each sorted resample (`ordered`)."""
+    opponents = (~np.isnan(ordered)).sum(axis=1) - 1
+    chosen = signed[:, positions]
+    wins = np.empty(chosen.shape)
+    for resample, (row, wanted) in enumerate(zip(ordered, chosen)):
+        below = np.searchsorted(row, wanted, side="left")
+        wins[resample] = below + (np.searchsorted(row, wanted, side="right") - below - 1) / 2
+    opponents = opponents[:, None]
+    return np.divide(wins, opponents, out=np.full(wins.shape, np.nan), where=~np.isnan(chosen) & (opponents > 0))
+
+
 def _win_rate_notes(point_values, weighted) -> list[str]:
     if len(point_values) == 1:
         return ["Win rate: a single ranked submission has nobody to win against, so it has no score."]
@@ -454,7 +589,7 @@ def _by_resample(column, rows) -> np.ndarray:
     Latency, size and cost repeat their value on every resample; such a column becomes a single
     row that broadcasts, which spares sorting or gathering it B times.
     """
-    if (column == column[:, :1]).all():
+    if column.shape[1] == 1 or (column == column[:, :1]).all():
         return column[rows, 0][None, :]
     return np.ascontiguousarray(column[rows].T)
 
@@ -473,33 +608,8 @@ def _absent_where_incomplete(by_resample) -> list[np.ndarray]:
     return [np.where(incomplete, np.nan, values) for values in by_resample]
 
 
-_SCORERS = {"utility": _utility_scores, "dynascore": _dynascores, "winrate": _win_rate_scores}
+_SCORERS = {"utility": _utility_scorer, "dynascore": _dynascore_scorer, "winrate": _win_rate_scorer}
 _NOTES = {"utility": lambda point_values, weighted: [], "dynascore": _dynascore_notes, "winrate": _win_rate_notes}
-
-
-def _ranked_order(points, on_resamples, tie_level) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The order, best first, and each row's competition rank (1, 1, 3) and whether it ties.
-
-    Two neighbours tie when their scores are equal or, with resamples, when the central
-    `tie_level` interval of their paired score difference over the resamples contains 0: the
-    ranking does not claim a winner that the choice of test rows could explain. A chain of ties
-    takes the rank of its first member, even when its ends would not tie with each other.
-    """
-    # The stable sort keeps the caller's row order (submission order) among equal scores.
-    order = np.argsort(-points, kind="stable")
-    ordered = points[order]
-    ties_next = ordered[:-1] == ordered[1:]
-    if on_resamples is not None:
-        resampled = on_resamples[order]
-        low, high = _nanquantiles(resampled[:-1] - resampled[1:], [(1 - tie_level) / 2, (1 + tie_level) / 2])
-        # Neighbours without a single common resample fall back to comparing scores (NaN compares false).
-        ties_next |= (low <= 0) & (high >= 0)
-    positions = np.arange(1, len(order) + 1)
-    ranks = np.empty(len(order), dtype=int)
-    ranks[order] = np.maximum.accumulate(np.where(np.r_[True, ~ties_next], positions, 0))
-    tied = np.empty(len(order), dtype=bool)
-    tied[order] = np.r_[False, ties_next] | np.r_[ties_next, False]
-    return order, ranks, tied
 
 
 def _nanquantiles(samples, quantiles) -> np.ndarray:

@@ -143,3 +143,45 @@ def test_the_web_page_explains_a_bad_query_and_shows_the_default_board(client, b
     assert page.status_code == 200
     assert "unknown objective &#x27;speed&#x27;" in page.content.decode()
     assert "accurate-slow" in page.content.decode()
+
+
+def test_a_preset_brings_its_floor_and_the_readers_constraints_replace_it(client, board):
+    # The Adult demo floors the presets that weigh more than performance: the majority class is 76% right.
+    assert board.presets["balanced"]["constraints"] == "accuracy>=0.8"
+    board.presets["product-manager"]["constraints"] = "accuracy>=0.8"
+    board.save()
+    body = leaderboard(client, board, "?preset=product-manager").json()
+    assert body["constraints"] == ["accuracy>=0.8"]
+    assert [entry["submission"]["name"] for entry in body["excluded"]] == ["majority"]
+    assert "majority" not in names(body)
+    mine = leaderboard(client, board, "?preset=product-manager&constraints=").json()
+    assert mine["constraints"] == [] and "majority" in names(mine)
+
+
+def test_an_objective_without_bounds_is_explained(client, board):
+    body = leaderboard(client, board, "?weights=accuracy:1,cost_usd_per_million:1").json()
+    assert "no baseline measured cost_usd_per_million" in body["weights"][0]
+
+
+def test_a_preset_with_an_unknown_objective_or_a_broken_floor_is_refused_with_the_reason(board):
+    from django.core.exceptions import ValidationError
+
+    board.presets["balanced"]["constraints"] = "accuracy>>0.8"
+    board.presets["speedy"] = {"label": "Speedy", "weights": {"speed": 1}}
+    with pytest.raises(ValidationError) as refused:
+        board.full_clean()
+    problems = " ".join(refused.value.message_dict["presets"])
+    assert "preset 'balanced'" in problems and "'>>'" in problems
+    assert "preset 'speedy' weighs speed" in problems
+
+
+def test_the_board_follows_new_successes_and_deletions_between_requests(client, board, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    before = leaderboard(client, board, "?method=winrate").json()
+    assert names(before) == ["accurate-slow", "fast", "majority"]
+    add(board, user, model, "newcomer", {"accuracy": 0.90, "roc_auc": 0.95, "latency_p99_ms": 1.0}, spread=0.01, seed=3)
+    after = leaderboard(client, board, "?method=winrate").json()
+    assert names(after) == ["newcomer", "accurate-slow", "fast", "majority"]
+    assert after["entries"][0]["score_interval"] is not None
+    Submission.objects.filter(name="fast").delete()
+    assert names(leaderboard(client, board, "?method=winrate").json()) == ["newcomer", "accurate-slow", "majority"]

@@ -259,7 +259,11 @@ def test_constraints_are_applied_before_dynascore_computes_its_rates_of_substitu
     objectives = [ObjectiveSpec("accuracy", UP), ObjectiveSpec("latency_p99_ms", DOWN, offset=100.0)]
     weights = np.array([1.0, 1.0])
     constrained = rank_board(
-        values, objectives, weights, method="dynascore", primary="accuracy",
+        values,
+        objectives,
+        weights,
+        method="dynascore",
+        primary="accuracy",
         constraints=[Constraint("latency_p99_ms", "<", 60.0)],
     )
     alone = rank_board(values[:3], objectives, weights, method="dynascore", primary="accuracy")
@@ -344,7 +348,11 @@ def test_it_refuses_an_unknown_method():
 def test_an_empty_board_ranks_nothing():
     for method in ("utility", "dynascore", "winrate"):
         board = rank_board(
-            np.empty((0, 2)), [ACCURACY, LATENCY], np.array([1.0, 1.0]), method=method, primary="accuracy",
+            np.empty((0, 2)),
+            [ACCURACY, LATENCY],
+            np.array([1.0, 1.0]),
+            method=method,
+            primary="accuracy",
             resamples=np.empty((0, 2, 10)),
         )
         assert board.order.tolist() == board.ranks.tolist() == board.excluded == board.unscored == []
@@ -354,7 +362,11 @@ def test_an_empty_board_ranks_nothing():
 def test_a_board_of_one_ranks_it_first():
     for method in ("utility", "dynascore"):
         board = rank_board(
-            np.array([[0.9, 20.0]]), [ACCURACY, LATENCY], np.array([1.0, 1.0]), method=method, primary="accuracy",
+            np.array([[0.9, 20.0]]),
+            [ACCURACY, LATENCY],
+            np.array([1.0, 1.0]),
+            method=method,
+            primary="accuracy",
             resamples=np.full((1, 2, 5), 0.9),
         )
         assert board.order.tolist() == [0]
@@ -453,6 +465,58 @@ def test_scores_on_resamples_are_the_method_applied_to_each_resample(method):
     assert board.score_intervals == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
+def board_with_float32_resamples(n=400, resamples=60, seed=6):
+    """A board like the stored ones: float32 paired resamples of accuracy and fairness, latency without noise."""
+    rng = np.random.default_rng(seed)
+    skill = rng.uniform(0, 1, n)
+    values = np.column_stack([0.80 + 0.05 * skill.round(2), rng.uniform(10, 90, n), 0.7 + 0.1 * rng.uniform(0, 1, n)])
+    shared = rng.normal(0, 0.01, resamples)  # the same test rows are hard for every submission
+    accuracy = (values[:, [0]] + shared + rng.normal(0, 0.003, (n, resamples))).round(3).astype(np.float32)
+    fairness = (values[:, [2]] + rng.normal(0, 0.02, (n, resamples))).astype(np.float32)
+    accuracy[rng.random((n, resamples)) < 0.01] = np.nan
+    return values, [accuracy, None, fairness]
+
+
+@pytest.mark.parametrize("method", ["utility", "dynascore", "winrate"])
+@pytest.mark.parametrize("window", [(0, 50), (37, 87), (200, 250), (390, 440), (0, 400)])
+def test_a_window_of_the_ranked_order_gets_the_same_ranks_ties_and_intervals_as_the_whole_board(method, window):
+    values, resamples = board_with_float32_resamples()
+    objectives, weights = [ACCURACY, LATENCY, FAIRNESS], np.array([3.0, 1.0, 1.0])
+    arguments = dict(method=method, primary="accuracy", resamples=resamples)
+    whole = rank_board(values, objectives, weights, **arguments)
+    part = rank_board(values, objectives, weights, window=window, **arguments)
+    assert part.order.tolist() == whole.order.tolist()
+    shown = whole.order[window[0] : window[1]]
+    assert part.ranks[shown].tolist() == whole.ranks[shown].tolist()
+    assert part.tied[shown].tolist() == whole.tied[shown].tolist()
+    np.testing.assert_allclose(part.score_intervals[shown], whole.score_intervals[shown], rtol=1e-12)
+    assert np.isnan(np.delete(part.score_intervals, shown, axis=0)).all()
+
+
+def test_a_chain_of_ties_longer_than_the_look_back_keeps_its_first_members_rank_on_later_pages():
+    shared = np.random.default_rng(7).normal(0, 0.02, 200)
+    points = [0.9] + [0.8 - 0.0001 * index for index in range(120)]  # 120 submissions chance cannot separate
+    resamples = [np.full(200, 0.9)] + [point + shared * (1 + index % 2) for index, point in enumerate(points[1:])]
+    objective = ObjectiveSpec("accuracy", UP, worst=0.0, best=1.0)
+    arguments = dict(primary="accuracy", resamples=[np.array(resamples)])
+    whole = rank_board(np.array(points)[:, None], [objective], np.array([1.0]), **arguments)
+    page_3 = rank_board(np.array(points)[:, None], [objective], np.array([1.0]), window=(100, 121), **arguments)
+    assert set(whole.ranks[1:].tolist()) == {2}
+    assert page_3.ranks[page_3.order[100:]].tolist() == [2] * 21
+
+
+def test_float32_resamples_are_ordered_stably_as_numpy_orders_them():
+    from leaderboard.ranking import _stable_order
+
+    rng = np.random.default_rng(8)
+    values = rng.choice(
+        np.array([-1.5, -0.0, 0.0, 0.25, 0.25, 3.0, np.inf, -np.inf, np.nan], dtype=np.float32), (50, 300)
+    )
+    values[:, ::7] = -np.float32(np.nan)
+    expected = np.argsort(np.where(values == 0, 0, values), axis=1, kind="stable")
+    assert (_stable_order(values) == expected).all()
+
+
 # Pareto
 
 
@@ -488,7 +552,9 @@ def test_pareto_flags_match_a_brute_force_check_on_random_boards(objectives):
     signs = np.where(higher_is_better, 1.0, -1.0)
     # Small integers make equal values and equal rows common; 7 rows exercise a single block.
     boards = (
-        rng.normal(size=(1500, objectives)), rng.integers(0, 4, (1500, objectives)), rng.normal(size=(7, objectives))
+        rng.normal(size=(1500, objectives)),
+        rng.integers(0, 4, (1500, objectives)),
+        rng.normal(size=(7, objectives)),
     )
     for values in boards:
         board = rank_board(values, specs, np.ones(objectives), primary="objective_0")

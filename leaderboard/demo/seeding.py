@@ -7,6 +7,11 @@ from leaderboard.services import benchmark_create
 from leaderboard.tables import table_to_parquet
 
 
+# The stakeholders whose weights favour cost, speed or fairness over performance: without a floor
+# on the primary metric a constant model (free, instant, identical for every group) tops them.
+FLOORED_PRESETS = ("balanced", "infrastructure", "fairness-reviewer")
+
+
 def benchmark_from_spec(spec: dict, train: pd.DataFrame, test: pd.DataFrame, **overrides) -> Benchmark:
     """A benchmark from a demo spec (see leaderboard/demo/synthetic.py) and its two splits."""
     arguments = {
@@ -26,4 +31,10 @@ def benchmark_from_spec(spec: dict, train: pd.DataFrame, test: pd.DataFrame, **o
         "test_filename": f"{spec['slug']}-test.parquet",
         **overrides,
     }
-    return benchmark_create(**arguments)
+    benchmark = benchmark_create(**arguments)
+    if spec.get("preset_floor"):
+        for slug in FLOORED_PRESETS:
+            if slug in benchmark.presets:
+                benchmark.presets[slug]["constraints"] = spec["preset_floor"]
+        benchmark.save(update_fields=["presets"])
+    return benchmark

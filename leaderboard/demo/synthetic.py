@@ -101,6 +101,9 @@ LENDING_SPEC = {
     "target": "repaid",
     "positive_label": 1,
     "primary_metric": "roc_auc",
+    # The presets that weigh more than performance keep a floor: a model that cannot tell repayers
+    # from defaulters is not a candidate, however cheap or even-handed it is.
+    "preset_floor": "roc_auc>=0.6",
     "feature_columns": [
         "income",
         "debt_ratio",
@@ -129,6 +132,9 @@ ADULT_SPEC = {
     "target": "income",
     "positive_label": ">50K",
     "primary_metric": "accuracy",
+    # Predicting "<=50K" for everyone is 76% accurate; the presets that weigh more than
+    # performance ask for a model that beats that clearly.
+    "preset_floor": "accuracy>=0.8",
     # fnlwgt is the census sampling weight (how many people a row stands for), assigned by the
     # survey design rather than describing the person, so it is not a feature.
     "feature_columns": [column for column in ADULT_COLUMNS if column not in ("fnlwgt", "income")],
