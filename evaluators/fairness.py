@@ -18,6 +18,7 @@ import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
+from importlib import metadata
 from itertools import chain, combinations, islice
 
 import numpy as np
@@ -54,6 +55,8 @@ DEFAULT_OPTIONS: dict = {
 }
 
 MISSING = "(missing)"
+# Recorded in each report's methodology so a reviewer can reproduce it with the same libraries.
+RECORDED_LIBRARIES = ("fairlearn", "scikit-learn", "numpy", "pandas")
 FOUR_FIFTHS = 0.8
 PROBABILITY_METRICS = ("roc_auc", "log_loss")
 PRIMARY_METRICS = {
@@ -703,7 +706,18 @@ class _Report:
                 "interval that no resample defined"
             ),
             "definitions": {key: DEFINITIONS[key] for key in defined},
+            "library_versions": _library_versions(),
         }
+
+
+def _library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in RECORDED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _primary_metric(data: EvaluationInput) -> tuple[str, str | None]:

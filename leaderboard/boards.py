@@ -13,7 +13,7 @@ import numpy as np
 from leaderboard.board_columns import BoardColumns, board_columns
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Submission
-from leaderboard.objectives import OBJECTIVES, Objective
+from leaderboard.objectives import OBJECTIVES_IN_ORDER, Objective
 from leaderboard.ranking import Constraint, ObjectiveSpec, RankedBoard, parse_constraints, rank_board
 
 METHODS = ("utility", "dynascore", "winrate")
@@ -83,7 +83,8 @@ class Board:
 
 
 def benchmark_objectives(benchmark: Benchmark) -> list[Objective]:
-    return [OBJECTIVES[key] for key in benchmark.objectives if key in OBJECTIVES]
+    """The benchmark's objectives in the catalogue's order (PostgreSQL's jsonb does not keep key order)."""
+    return [objective for objective in OBJECTIVES_IN_ORDER if objective.key in benchmark.objectives]
 
 
 def weights_parse(text: str, benchmark: Benchmark) -> dict[str, float]:
@@ -228,11 +229,14 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
     )
 
 
-def _ranked(benchmark, query, objectives, bounds, columns: BoardColumns) -> tuple[RankedBoard, list[int]]:
+def _ranked(
+    benchmark, query, objectives, bounds, columns: BoardColumns, *, row: int | None = None, points_only: bool = False
+) -> tuple[RankedBoard, list[int]]:
     """The board ranked by the query, and the order of the rows it lists (the Pareto set alone if asked).
 
-    Score intervals and ties are computed for the requested page (their cost grows with the rows
-    they cover), so the Pareto-only view first finds which ranked positions its page holds.
+    Score intervals and ties are computed for the requested page, or for `row` alone when given
+    (their cost grows with the rows they cover), so the Pareto-only view and a single row's
+    standing first find which ranked positions they need. `points_only` skips them altogether.
     """
     specs = [
         ObjectiveSpec(
@@ -259,13 +263,21 @@ def _ranked(benchmark, query, objectives, bounds, columns: BoardColumns) -> tupl
     start = (query.page - 1) * query.page_size
     window = (start, start + query.page_size)
     try:
-        if query.pareto_only:
+        if points_only:
+            window = (0, 0)  # no intervals or ties: nothing to read or score on the resamples
+        elif row is not None:
+            points = rank_board(columns.values, specs, weights, **arguments)
+            position = np.flatnonzero(points.order == row)
+            window = (int(position[0]), int(position[0]) + 1) if len(position) else (0, 0)
+        elif query.pareto_only:
             points = rank_board(columns.values, specs, weights, **arguments)
             listed = np.flatnonzero(points.pareto[points.order])[start : start + query.page_size]
             window = (int(listed[0]), int(listed[-1]) + 1) if len(listed) else (0, 0)
-        resamples = [
-            columns.resamples(benchmark, o.key) if weight > 0 else None for o, weight in zip(objectives, weights)
-        ]
+        resamples = None
+        if window[1] > window[0]:
+            resamples = [
+                columns.resamples(benchmark, o.key) if weight > 0 else None for o, weight in zip(objectives, weights)
+            ]
         ranked = rank_board(columns.values, specs, weights, resamples=resamples, window=window, **arguments)
     except ValueError as error:
         raise Rejected(str(error), field="weights") from None
@@ -299,3 +311,93 @@ def _entry_maker(ranked: RankedBoard, columns: BoardColumns, rows: set[int]):
         )
 
     return entry
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where one succeeded submission stands on its benchmark's default board."""
+
+    rank: int | None  # None when it is not ranked (a missing weighted objective)
+    tied: bool
+    ranked_count: int
+    score: float | None
+    score_interval: list[float] | None
+    unscored: str | None
+    objective_ranks: dict[str, tuple[int, int]]  # key -> (rank among the measured, how many were measured)
+
+
+def submission_standing(submission: Submission) -> Standing | None:
+    """The submission's rank under the benchmark's default weights, and its rank on each objective.
+
+    An objective's rank counts the succeeded submissions strictly better on it, so equal values
+    share a rank; None for a submission that has not succeeded.
+    """
+    if submission.status != Submission.Status.SUCCEEDED:
+        return None
+    benchmark = submission.benchmark
+    objectives = benchmark_objectives(benchmark)
+    columns = board_columns(benchmark, [objective.key for objective in objectives])
+    try:
+        row = columns.ids.index(submission.pk)
+    except ValueError:
+        return None  # it succeeded after the columns were read
+    bounds = objective_bounds(benchmark, objectives, columns.values[columns.baseline])
+    try:
+        ranked, order = _ranked(benchmark, board_query_parse({}, benchmark), objectives, bounds, columns, row=row)
+    except Rejected:
+        ranked, order = None, []
+    objective_ranks = {}
+    for column, objective in enumerate(objectives):
+        measured = columns.values[:, column]
+        measured = measured[~np.isnan(measured)]
+        value = columns.values[row, column]
+        if np.isnan(value):
+            continue
+        better = measured > value if objective.higher_is_better else measured < value
+        objective_ranks[objective.key] = (int(better.sum()) + 1, len(measured))
+    ranked_here = ranked is not None and bool(ranked.ranks[row])
+    interval = ranked.score_intervals[row] if ranked_here else None
+    return Standing(
+        rank=int(ranked.ranks[row]) if ranked_here else None,
+        tied=bool(ranked.tied[row]) if ranked_here else False,
+        ranked_count=len(order),
+        score=float(ranked.scores[row]) if ranked_here else None,
+        score_interval=None if interval is None or np.isnan(interval).any() else [float(v) for v in interval],
+        unscored=(ranked.unscored[row] or "; ".join(ranked.excluded[row]) or None) if ranked is not None else None,
+        objective_ranks=objective_ranks,
+    )
+
+
+# Points drawn on the benchmark page's scatter, best ranked first; the rest of a big board is counted.
+MAX_PLOTTED = 2000
+
+
+def board_points(benchmark: Benchmark, query: BoardQuery, x_key: str, y_key: str) -> list[dict]:
+    """The ranked submissions as points on two objectives, for the scatter beside the board."""
+    objectives = benchmark_objectives(benchmark)
+    keys = [objective.key for objective in objectives]
+    for key in (x_key, y_key):
+        if key not in keys:
+            raise Rejected(
+                f"unknown objective '{key}' for the chart; this benchmark has: {', '.join(keys)}.", field="x"
+            )
+    columns = board_columns(benchmark, keys)
+    if not columns.ids:
+        return []
+    bounds = objective_bounds(benchmark, objectives, columns.values[columns.baseline])
+    ranked, order = _ranked(benchmark, query, objectives, bounds, columns, points_only=True)
+    names = dict(
+        Submission.objects.filter(pk__in=[columns.ids[row] for row in order[:MAX_PLOTTED]]).values_list("pk", "name")
+    )
+    x, y = columns.values[:, keys.index(x_key)], columns.values[:, keys.index(y_key)]
+    return [
+        {
+            "label": names[columns.ids[row]],
+            "x": None if np.isnan(x[row]) else float(x[row]),
+            "y": None if np.isnan(y[row]) else float(y[row]),
+            "pareto": bool(ranked.pareto[row]),
+            "rank": int(ranked.ranks[row]),
+            "baseline": bool(columns.baseline[row]),
+        }
+        for row in order[:MAX_PLOTTED]
+    ]

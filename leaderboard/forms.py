@@ -3,8 +3,8 @@ import json
 from django import forms
 
 from leaderboard.objectives import TASKS
-from leaderboard.tables import column_names_parse
 from leaderboard.services import MAX_METADATA_BYTES, MAX_NAME_LENGTH
+from leaderboard.tables import column_names_parse
 
 
 class SubmissionForm(forms.Form):

@@ -1,11 +1,14 @@
 """Reads: what the web pages and the API show, computed once here for both."""
 
 from dataclasses import dataclass
+from uuid import UUID
 
+import pandas as pd
+from django.core.cache import cache
 from django.db.models import Count, Q
 
 from leaderboard.boards import benchmark_objectives
-from leaderboard.models import Benchmark, Submission
+from leaderboard.models import Benchmark, Report, Submission
 from leaderboard.tables import table_from_parquet
 
 
@@ -60,3 +63,136 @@ def submission_sections(submission: Submission) -> list[SubmissionSection]:
             )
         )
     return sections
+
+
+@dataclass(frozen=True)
+class SubmissionCharts:
+    """What the submission page draws; a chart is None where its report is missing or failed."""
+
+    groups: list  # per sensitive column and metric
+    attribution: object | None
+    latency: object | None
+    throughput: tuple[list[str], list[list]] | None
+    decay: object | None
+
+
+def submission_charts(submission: Submission) -> SubmissionCharts:
+    """The charts of a submission's reports; each is drawn once per report and then cached."""
+    from leaderboard import charts  # matplotlib is loaded by the pages that draw, not by every process
+
+    reports = {report.evaluator: report for report in submission.reports.all() if not report.error}
+    fairness = reports.get("fairness")
+    by_grouping = fairness_group_charts(fairness, submission.benchmark.primary_metric) if fairness else {}
+    latency = reports.get("latency")
+    return SubmissionCharts(
+        groups=[chart for drawn in by_grouping.values() for chart in drawn],
+        attribution=report_chart(reports.get("interpretability"), "attribution", charts.attribution_chart),
+        latency=report_chart(latency, "latency", charts.latency_chart),
+        throughput=report_chart(latency, "throughput", charts.throughput_table),
+        decay=report_chart(reports.get("decay"), "decay", charts.decay_chart),
+    )
+
+
+def fairness_group_charts(fairness: Report, primary_metric: str) -> dict[str, list]:
+    """{sensitive column: charts}: its groups on the primary metric and, where there is one, the
+    selection rate. A chart the document cannot draw is left out: the tables show every number."""
+    from leaderboard import charts
+
+    drawn = {}
+    for grouping in fairness.document.get("groupings", []):
+        if grouping.get("kind") != "column" or not grouping.get("groups"):
+            continue
+        name, available = grouping["name"], grouping["groups"][0].get("metrics", {})
+        first = primary_metric if primary_metric in available else next(iter(available), None)
+        metrics = [metric for metric in dict.fromkeys([first, "selection_rate"]) if metric in available]
+        found = [
+            report_chart(fairness, f"group:{name}:{metric}", charts.group_metric_chart, name, metric)
+            for metric in metrics
+        ]
+        drawn[name] = [chart for chart in found if chart is not None]
+    return drawn
+
+
+def report_chart(report, name: str, draw, *arguments):
+    """`draw(report.document, *arguments)`, kept in the cache: a stored report never changes."""
+    if report is None:
+        return None
+    key = f"chart:v1:{report.pk}:{report.created_at.timestamp()}:{name}"
+    found = cache.get(key)
+    if found is None:
+        try:
+            found = ("drawn", draw(report.document, *arguments))
+        except ValueError as error:
+            found = ("missing", str(error))
+        cache.set(key, found)
+    return found[1] if found[0] == "drawn" else None
+
+
+def submission_reports_export(submission: Submission) -> dict:
+    """Everything measured about a submission, as one JSON document for download."""
+    return {
+        "submission": {
+            "id": str(submission.pk),
+            "name": submission.name,
+            "benchmark": submission.benchmark.slug,
+            "owner": submission.owner.username,
+            "status": submission.status,
+            "stage": submission.stage,
+            "error": submission.error,
+            "created_at": submission.created_at.isoformat(),
+            "finished_at": submission.finished_at.isoformat() if submission.finished_at else None,
+            "artifact": {
+                "format": submission.artifact_format,
+                "bytes": submission.artifact_bytes,
+                "sha256": submission.artifact_sha256,
+            },
+            "metadata": submission.metadata,
+            "metrics": submission.metrics,
+            "intervals": submission.intervals,
+        },
+        "reports": {
+            report.evaluator: {
+                "seconds": report.seconds,
+                "error": report.error,
+                "metrics": report.metrics,
+                "intervals": report.intervals,
+                "document": report.document,
+            }
+            for report in submission.reports.order_by("created_at")
+        },
+    }
+
+
+def decay_series(entries, limit: int = 5) -> list[tuple[str, dict]]:
+    """The decay documents of the first `limit` listed submissions that have one, for an overlay."""
+    ids = [entry.submission["id"] for entry in entries[: 4 * limit]]
+    documents = dict(
+        Report.objects.filter(submission_id__in=ids, evaluator="decay", error="").values_list(
+            "submission_id", "document"
+        )
+    )
+    series = []
+    for entry in entries[: 4 * limit]:
+        document = documents.get(UUID(entry.submission["id"]))
+        if document and document.get("windows"):
+            series.append((f"#{entry.rank} {entry.submission['name']}", document))
+    return series[:limit]
+
+
+def benchmark_time_span(benchmark: Benchmark) -> dict | None:
+    """First and last moment of the training and the test split; None without a time column.
+
+    Read from the stored splits once (they never change) and kept in the cache.
+    """
+    if not benchmark.time_column:
+        return None
+    key = f"time-span:v1:{benchmark.pk}:{benchmark.train_data.name}:{benchmark.test_data.name}"
+    span = cache.get(key)
+    if span is None:
+        span = {}
+        for split, stored in (("train", benchmark.train_data), ("test", benchmark.test_data)):
+            with stored.open("rb") as handle:
+                times = pd.to_datetime(pd.read_parquet(handle, columns=[benchmark.time_column])[benchmark.time_column])
+            span[split] = (times.min(), times.max()) if len(times) else (None, None)
+        cache.set(key, span)
+    return span

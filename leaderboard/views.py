@@ -5,12 +5,23 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 
+from leaderboard.boards import board_get, board_points, board_query_parse, submission_standing
 from leaderboard.errors import Rejected
 from leaderboard.forms import SubmissionForm
 from leaderboard.models import Benchmark, Submission
-from leaderboard.boards import board_get, board_query_parse
-from leaderboard.selectors import benchmark_train_csv, benchmarks_with_counts, submission_sections
+from leaderboard.selectors import (
+    benchmark_time_span,
+    benchmark_train_csv,
+    benchmarks_with_counts,
+    decay_series,
+    submission_charts,
+    submission_reports_export,
+    submission_sections,
+)
 from leaderboard.services import submission_create
+
+# The scatter's default vertical objective: the first of these the benchmark has.
+SCATTER_DEFAULT_Y = ("latency_p99_ms", "cost_usd_per_million", "size_bytes", "demographic_parity_difference")
 
 
 def home(request):
@@ -39,14 +50,54 @@ def benchmark_detail(request, slug):
         except Rejected as rejection:
             error = error or rejection.message
     context = {"benchmark": benchmark, "board": board, "error": error}
+    if board is not None:
+        context.update(_board_charts(benchmark, board, request.GET))
     if request.headers.get("HX-Request"):
         response = render(request, "_board.html", context)
         if board is not None:
             # The address bar always holds the whole state in its canonical form, so a view can be shared.
-            response["HX-Push-Url"] = f"{reverse('benchmark-detail', args=[slug])}?{urlencode(board.query.as_params())}"
+            response["HX-Push-Url"] = context["board_url"]
         return response
     recent = benchmark.submissions.exclude(status=Submission.Status.SUCCEEDED).select_related("owner")[:20]
-    return render(request, "benchmark_detail.html", {**context, "recent": recent})
+    context.update(recent=recent, time_span=benchmark_time_span(benchmark))
+    return render(request, "benchmark_detail.html", context)
+
+
+def _board_charts(benchmark: Benchmark, board, params) -> dict:
+    """The scatter of two chosen objectives, the decay overlay, and the URLs that keep the board's state."""
+    from leaderboard import charts  # matplotlib is loaded by the pages that draw, not by every process
+
+    keys = [objective.key for objective in board.objectives]
+    x = params.get("x") if params.get("x") in keys else benchmark.primary_metric
+    default_y = next((key for key in SCATTER_DEFAULT_Y if key in keys and key != x), keys[-1])
+    y = params.get("y") if params.get("y") in keys else default_y
+    state = {**board.query.as_params(), "x": x, "y": y}
+    base = reverse("benchmark-detail", args=[benchmark.slug])
+
+    def page_url(page):
+        return f"{base}?{urlencode({**state, 'page': str(page)})}" if 1 <= page <= board.pages else None
+
+    context = {
+        "chart_x": x,
+        "chart_y": y,
+        "board_url": f"{base}?{urlencode(state)}",
+        "previous_page_url": page_url(board.query.page - 1),
+        "next_page_url": page_url(board.query.page + 1),
+        "scatter": None,
+        "scatter_error": None,
+        "decay_overlay": None,
+    }
+    if x == y:
+        context["scatter_error"] = "Choose two different objectives for the chart."
+    else:
+        try:
+            context["scatter"] = charts.pareto_chart(board_points(benchmark, board.query, x, y), x, y)
+        except (Rejected, ValueError) as problem:
+            context["scatter_error"] = str(getattr(problem, "message", problem))
+    series = decay_series(board.entries)
+    if series:
+        context["decay_overlay"] = charts.decay_overlay_chart(series)
+    return context
 
 
 def benchmark_train_data(request, slug):
@@ -86,12 +137,37 @@ def submission_new(request, slug):
 
 
 def submission_detail(request, pk):
+    """The submission and everything measured; while it runs, its body polls for progress (htmx)."""
     submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
-    return render(
-        request,
-        "submission_detail.html",
-        {"submission": submission, "sections": submission_sections(submission)},
-    )
+    return render(request, "submission_detail.html", _submission_context(submission))
+
+
+def submission_body(request, pk):
+    """The part of the submission page that changes while it is evaluated, for htmx to swap in."""
+    submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
+    return render(request, "_submission_body.html", _submission_context(submission))
+
+
+def _submission_context(submission: Submission) -> dict:
+    finished = submission.status == Submission.Status.SUCCEEDED
+    return {
+        "submission": submission,
+        "sections": submission_sections(submission),
+        "standing": submission_standing(submission) if finished else None,
+        "charts": submission_charts(submission) if submission.is_finished else None,
+        "fairness_url": reverse("fairness-report", args=[submission.pk]) if _has_fairness(submission) else None,
+    }
+
+
+def _has_fairness(submission: Submission) -> bool:
+    return submission.is_finished and submission.reports.filter(evaluator="fairness", error="").exists()
+
+
+def submission_reports_json(request, pk):
+    submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
+    response = JsonResponse(submission_reports_export(submission), json_dumps_params={"indent": 1})
+    response["Content-Disposition"] = f'attachment; filename="holdout-{submission.pk}-reports.json"'
+    return response
 
 
 def page_not_found(request, exception):

@@ -134,7 +134,9 @@ def test_the_web_page_ranks_with_the_same_function_and_keeps_the_state_in_the_ur
     page = client.get(f"/benchmarks/{board.slug}/?weights=accuracy:1,latency_p99_ms:1").content.decode()
     assert page.index("fast") < page.index("accurate-slow")
     htmx = client.get(f"/benchmarks/{board.slug}/?w_accuracy=1&w_latency_p99_ms=1&method=utility", headers={"HX-Request": "true"})
-    assert htmx["HX-Push-Url"] == f"/benchmarks/{board.slug}/?weights=accuracy%3A1%2Clatency_p99_ms%3A1&method=utility"
+    assert htmx["HX-Push-Url"] == (
+        f"/benchmarks/{board.slug}/?weights=accuracy%3A1%2Clatency_p99_ms%3A1&method=utility&x=accuracy&y=latency_p99_ms"
+    )
     assert "<html" not in htmx.content.decode(), "htmx gets the board alone"
 
 

@@ -49,7 +49,11 @@ def test_a_signed_in_user_submits_from_the_web_form(client, user, adult_benchmar
     model = baseline_named(adult_baselines, "Logistic regression")
     response = client.post(
         f"/benchmarks/{adult_benchmark.slug}/submit/",
-        {"name": "from the web", "artifact": SimpleUploadedFile(model.filename, model.data), "metadata": '{"git_sha": "f00"}'},
+        {
+            "name": "from the web",
+            "artifact": SimpleUploadedFile(model.filename, model.data),
+            "metadata": '{"git_sha": "f00"}',
+        },
     )
     submission = Submission.objects.get()
     assert response.status_code == 302 and response["Location"] == submission.get_absolute_url()
@@ -80,6 +84,77 @@ def test_a_failed_submission_page_shows_the_error_and_stage(client, user, adult_
     submission, _ = submission_create(
         benchmark=adult_benchmark, owner=user, name="broken", artifact=model.data, artifact_filename=model.filename
     )
-    submission_fail(submission, "Running the model on the test set: the model predicted NaN for 3 of 2000 rows", stage="predicting")
+    submission_fail(
+        submission, "Running the model on the test set: the model predicted NaN for 3 of 2000 rows", stage="predicting"
+    )
     page = client.get(submission.get_absolute_url()).content.decode()
     assert "predicted NaN for 3 of 2000 rows" in page and "predicting" in page
+
+
+def test_a_succeeded_submission_shows_its_rank_overall_and_per_objective(
+    client, adult_benchmark, adult_baselines, user
+):
+    from leaderboard.services import submission_create
+
+    model = baseline_named(adult_baselines, "onnx:")
+    made = {}
+    for name, accuracy, latency in (("slow", 0.86, 9.0), ("quick", 0.84, 0.1), ("quicker", 0.80, 0.05)):
+        made[name], _ = submission_create(
+            benchmark=adult_benchmark, owner=user, name=name, artifact=model.data, artifact_filename=model.filename
+        )
+        report_record(
+            made[name], evaluator="performance", seconds=0.1, metrics={"accuracy": accuracy, "latency_p99_ms": latency}
+        )
+        submission_succeed(made[name])
+    page = client.get(f"/submissions/{made['quick'].pk}/").content.decode()
+    assert "Rank <strong>2</strong>" in page and "of 3" in page
+    objectives = page[page.index('id="objectives"') :]
+    accuracy_row = objectives[objectives.index("Accuracy") :].split("</tr>")[0]
+    assert '2 <span class="muted">of 3</span>' in accuracy_row
+    exported = client.get(f"/submissions/{made['quick'].pk}/reports.json")
+    assert exported["Content-Disposition"].startswith("attachment")
+    body = exported.json()
+    assert body["submission"]["metrics"]["accuracy"] == 0.84
+    assert body["reports"]["performance"]["metrics"] == {"accuracy": 0.84, "latency_p99_ms": 0.1}
+
+
+def test_a_running_submission_polls_its_body_and_a_failed_one_says_where_it_failed(
+    client, adult_benchmark, adult_baselines, user
+):
+    from leaderboard.services import submission_create, submission_fail
+
+    model = baseline_named(adult_baselines, "onnx:")
+    running, _ = submission_create(
+        benchmark=adult_benchmark, owner=user, name="running", artifact=model.data, artifact_filename=model.filename
+    )
+    page = client.get(f"/submissions/{running.pk}/").content.decode()
+    assert f'hx-get="/submissions/{running.pk}/body/"' in page and 'hx-trigger="every 2s"' in page
+    body = client.get(f"/submissions/{running.pk}/body/").content.decode()
+    assert "<html" not in body and 'id="progress"' in body
+    submission_fail(running, "the model returned 3 rows for 2000", stage="predicting")
+    body = client.get(f"/submissions/{running.pk}/body/").content.decode()
+    assert "hx-trigger" not in body, "a finished submission stops polling"
+    assert "the model returned 3 rows for 2000" in body and 'id="failed-stage">predicting' in body
+
+
+def test_the_benchmark_page_overlays_the_top_decay_curves_and_gives_the_time_span(
+    client, lending_benchmark, lending_baselines, user
+):
+    import json
+    from pathlib import Path
+
+    from leaderboard.services import submission_create
+
+    decay = json.loads((Path(__file__).parent / "data" / "chart_documents" / "lending_decay.json").read_text())
+    model = baseline_named(lending_baselines, "onnx:")
+    for name, auc in (("older-model", 0.74), ("newer-model", 0.76)):
+        submission, _ = submission_create(
+            benchmark=lending_benchmark, owner=user, name=name, artifact=model.data, artifact_filename=model.filename
+        )
+        report_record(submission, evaluator="performance", seconds=0.1, metrics={"roc_auc": auc})
+        report_record(submission, evaluator="decay", seconds=0.1, metrics={}, document=decay)
+        submission_succeed(submission)
+    page = client.get(f"/benchmarks/{lending_benchmark.slug}/").content.decode()
+    overlay = page[page.index('id="decay-overlay"') :]
+    assert "#1 newer-model" in overlay and "#2 older-model" in overlay
+    assert "training 2023-01-01 – 2023-12-31; hidden test 2024-01-01 – 2025-12-31" in page

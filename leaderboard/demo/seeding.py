@@ -6,7 +6,6 @@ from leaderboard.models import Benchmark
 from leaderboard.services import benchmark_create
 from leaderboard.tables import table_to_parquet
 
-
 # The stakeholders whose weights favour cost, speed or fairness over performance: without a floor
 # on the primary metric a constant model (free, instant, identical for every group) tops them.
 FLOORED_PRESETS = ("balanced", "infrastructure", "fairness-reviewer")
