@@ -1,8 +1,10 @@
 import json
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from leaderboard.boards import Standing, submission_standing
 from leaderboard.models import Benchmark, Submission
 from leaderboard.objectives import TASKS
 from leaderboard.selectors import benchmark_objectives
@@ -31,17 +33,37 @@ class BenchmarkSerializer(serializers.ModelSerializer):
     class Meta:
         model = Benchmark
         fields = [
-            "slug", "name", "description", "task", "target_column", "feature_columns",
-            "sensitive_columns", "time_column", "positive_label", "class_labels", "primary_metric",
-            "objectives", "train_rows", "test_rows", "time_limit_seconds", "daily_submission_quota",
-            "created_at", "url", "train_data_url", "leaderboard_url",
+            "slug",
+            "name",
+            "description",
+            "task",
+            "target_column",
+            "feature_columns",
+            "sensitive_columns",
+            "time_column",
+            "positive_label",
+            "class_labels",
+            "primary_metric",
+            "objectives",
+            "train_rows",
+            "test_rows",
+            "time_limit_seconds",
+            "daily_submission_quota",
+            "created_at",
+            "url",
+            "train_data_url",
+            "leaderboard_url",
         ]
 
     def get_objectives(self, benchmark) -> list[dict]:
         return ObjectiveSerializer(
             [
-                {"key": o.key, "label": o.label, "direction": o.direction,
-                 "default_weight": benchmark.objectives.get(o.key, 0.0)}
+                {
+                    "key": o.key,
+                    "label": o.label,
+                    "direction": o.direction,
+                    "default_weight": benchmark.objectives.get(o.key, 0.0),
+                }
                 for o in benchmark_objectives(benchmark)
             ],
             many=True,
@@ -57,6 +79,8 @@ class BenchmarkSerializer(serializers.ModelSerializer):
         return _absolute(self.context.get("request"), reverse("api-leaderboard", args=[benchmark.slug]))
 
 
+# Over multipart both arrive as text, which is what the schema says to send.
+@extend_schema_field({"type": "string", "description": 'Comma-separated names, or a JSON list: ["a", "b"].'})
 class ColumnListField(serializers.Field):
     """Column names as a JSON list or as comma-separated text (what a multipart form can send)."""
 
@@ -100,6 +124,7 @@ class BenchmarkCreateSerializer(serializers.Serializer):
     test_data = serializers.FileField()
 
 
+@extend_schema_field({"type": "string", "description": 'A JSON object as text, e.g. {"git_sha": "abc123"}.'})
 class MetadataField(serializers.Field):
     """Free metadata as a JSON object, sent as JSON text in a multipart form."""
 
@@ -127,7 +152,40 @@ class SubmissionCreateSerializer(serializers.Serializer):
     artifact = serializers.FileField(help_text="The model: an .onnx or .skops file. Pickle and joblib are refused.")
     name = serializers.CharField(max_length=MAX_NAME_LENGTH)
     description = serializers.CharField(max_length=MAX_DESCRIPTION_LENGTH, required=False, allow_blank=True)
-    metadata = MetadataField(required=False, help_text="JSON object, e.g. {\"git_sha\": \"abc123\"}.")
+    metadata = MetadataField(required=False, help_text='JSON object, e.g. {"git_sha": "abc123"}.')
+
+
+class ObjectiveRankSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(help_text="1 + how many measured submissions are strictly better on it.")
+    of = serializers.IntegerField(help_text="How many succeeded submissions were measured on it.")
+
+
+class StandingSerializer(serializers.Serializer):
+    """Where a succeeded submission stands on its benchmark's default board (its default weights)."""
+
+    rank = serializers.IntegerField(allow_null=True, help_text="null when it is not ranked; see unscored.")
+    tied = serializers.BooleanField(help_text="Its score cannot be told apart from a neighbour's; they share a rank.")
+    ranked_count = serializers.IntegerField()
+    score = serializers.FloatField(allow_null=True)
+    score_interval = serializers.ListField(
+        child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True, help_text="95% interval."
+    )
+    unscored = serializers.CharField(allow_null=True, help_text="Why it has no rank, if it has none.")
+    objective_ranks = serializers.DictField(child=ObjectiveRankSerializer(), help_text="{objective: {rank, of}}")
+
+
+def standing_document(standing: Standing | None) -> dict | None:
+    if standing is None:
+        return None
+    return {
+        "rank": standing.rank,
+        "tied": standing.tied,
+        "ranked_count": standing.ranked_count,
+        "score": standing.score,
+        "score_interval": standing.score_interval,
+        "unscored": standing.unscored,
+        "objective_ranks": {key: {"rank": rank, "of": of} for key, (rank, of) in standing.objective_ranks.items()},
+    }
 
 
 class SubmissionSerializer(serializers.ModelSerializer):
@@ -138,13 +196,35 @@ class SubmissionSerializer(serializers.ModelSerializer):
     reports = serializers.SerializerMethodField()
     report_errors = serializers.SerializerMethodField()
     artifact = serializers.SerializerMethodField()
+    standing = serializers.SerializerMethodField()
 
     class Meta:
         model = Submission
         fields = [
-            "id", "benchmark", "owner", "name", "description", "is_baseline", "status", "stage",
-            "progress", "error", "fault", "attempts", "created_at", "started_at", "finished_at",
-            "metrics", "intervals", "reports", "report_errors", "artifact", "metadata", "url", "web_url",
+            "id",
+            "benchmark",
+            "owner",
+            "name",
+            "description",
+            "is_baseline",
+            "status",
+            "stage",
+            "progress",
+            "error",
+            "fault",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "metrics",
+            "intervals",
+            "standing",
+            "reports",
+            "report_errors",
+            "artifact",
+            "metadata",
+            "url",
+            "web_url",
         ]
 
     def get_url(self, submission) -> str:
@@ -171,3 +251,8 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "bytes": submission.artifact_bytes,
             "sha256": submission.artifact_sha256,
         }
+
+    @extend_schema_field(StandingSerializer(allow_null=True))
+    def get_standing(self, submission) -> dict | None:
+        """null until the submission has succeeded."""
+        return standing_document(submission_standing(submission))

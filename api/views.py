@@ -1,23 +1,33 @@
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.schema import (
+    FORBIDDEN,
+    NOT_FOUND,
+    QUOTA_EXCEEDED,
+    READ_ERRORS,
+    RETRY_AFTER,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+    field_errors,
+)
 from api.serializers import (
     BenchmarkCreateSerializer,
     BenchmarkSerializer,
     SubmissionCreateSerializer,
     SubmissionSerializer,
 )
+from leaderboard.boards import MAX_PAGE_SIZE, METHODS, board_get, board_query_parse
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Report, Submission
-from leaderboard.boards import MAX_PAGE_SIZE, METHODS, board_get, board_query_parse
-from leaderboard.views import train_csv_response
 from leaderboard.services import benchmark_create, submission_create
+from leaderboard.views import train_csv_response
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
@@ -33,11 +43,20 @@ class BenchmarkListView(APIView):
     permission_classes = [IsStaffOrReadOnly]
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(responses=BenchmarkSerializer(many=True))
+    @extend_schema(responses={200: BenchmarkSerializer(many=True), 401: UNAUTHORIZED})
     def get(self, request):
         return Response(BenchmarkSerializer(Benchmark.objects.all(), many=True, context={"request": request}).data)
 
-    @extend_schema(request=BenchmarkCreateSerializer, responses={201: BenchmarkSerializer})
+    @extend_schema(
+        request=BenchmarkCreateSerializer,
+        responses={
+            201: BenchmarkSerializer,
+            400: field_errors("BenchmarkCreateErrors", list(BenchmarkCreateSerializer().fields)),
+            401: UNAUTHORIZED,
+            403: FORBIDDEN,
+            415: UNSUPPORTED_MEDIA_TYPE,
+        },
+    )
     def post(self, request):
         form = BenchmarkCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -55,14 +74,14 @@ class BenchmarkListView(APIView):
 
 
 class BenchmarkDetailView(APIView):
-    @extend_schema(responses=BenchmarkSerializer)
+    @extend_schema(responses={200: BenchmarkSerializer, **READ_ERRORS})
     def get(self, request, slug):
         benchmark = get_object_or_404(Benchmark, slug=slug)
         return Response(BenchmarkSerializer(benchmark, context={"request": request}).data)
 
 
 class BenchmarkTrainDataView(APIView):
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY, **READ_ERRORS})
     def get(self, request, slug):
         return train_csv_response(get_object_or_404(Benchmark, slug=slug))
 
@@ -78,10 +97,31 @@ class SubmissionCreateView(APIView):
                 "Idempotency-Key",
                 str,
                 OpenApiParameter.HEADER,
-                description="Repeat a request with the same key to get the original submission back.",
-            )
+                description="Repeat a request with the same key to get the original submission back "
+                f"(at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters); a replay does not count against the quota.",
+            ),
+            OpenApiParameter(
+                "Idempotent-Replayed",
+                str,
+                OpenApiParameter.HEADER,
+                response=[202],
+                enum=["true"],
+                description="Present when this is the submission an earlier request with the same key created.",
+            ),
+            OpenApiParameter(
+                "Location", str, OpenApiParameter.HEADER, response=[202], description="The submission's API URL."
+            ),
+            RETRY_AFTER,
         ],
-        responses={202: SubmissionSerializer},
+        responses={
+            202: OpenApiResponse(SubmissionSerializer, description="Queued (or replayed): follow its url."),
+            400: field_errors("SubmissionCreateErrors", [*SubmissionCreateSerializer().fields, "Idempotency-Key"]),
+            401: UNAUTHORIZED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+            415: UNSUPPORTED_MEDIA_TYPE,
+            429: QUOTA_EXCEEDED,
+        },
     )
     def post(self, request, slug):
         benchmark = get_object_or_404(Benchmark, slug=slug)
@@ -114,7 +154,7 @@ class SubmissionCreateView(APIView):
 
 
 class SubmissionDetailView(APIView):
-    @extend_schema(responses=SubmissionSerializer)
+    @extend_schema(responses={200: SubmissionSerializer, **READ_ERRORS})
     def get(self, request, pk):
         submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
         return Response(SubmissionSerializer(submission, context={"request": request}).data)
@@ -122,15 +162,18 @@ class SubmissionDetailView(APIView):
 
 class ReportDetailView(APIView):
     @extend_schema(
-        responses=inline_serializer(
-            "Report",
-            {
-                "evaluator": serializers.CharField(),
-                "seconds": serializers.FloatField(),
-                "error": serializers.CharField(),
-                "document": serializers.DictField(),
-            },
-        )
+        responses={
+            200: inline_serializer(
+                "Report",
+                {
+                    "evaluator": serializers.CharField(),
+                    "seconds": serializers.FloatField(),
+                    "error": serializers.CharField(),
+                    "document": serializers.DictField(),
+                },
+            ),
+            **READ_ERRORS,
+        }
     )
     def get(self, request, pk, name):
         report = get_object_or_404(Report, submission_id=pk, evaluator=name)
@@ -159,19 +202,25 @@ class LeaderboardView(APIView):
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int, description=f"at most {MAX_PAGE_SIZE}."),
         ],
-        responses=inline_serializer(
-            "Leaderboard",
-            {
-                "benchmark": serializers.CharField(),
-                "weights": serializers.DictField(child=serializers.FloatField()),
-                "constraints": serializers.ListField(child=serializers.CharField()),
-                "method": serializers.CharField(),
-                "preset": serializers.CharField(),
-                "entries": serializers.ListField(child=serializers.DictField()),
-                "excluded": serializers.ListField(child=serializers.DictField()),
-                "unscored": serializers.ListField(child=serializers.DictField()),
-            },
-        ),
+        responses={
+            200: inline_serializer(
+                "Leaderboard",
+                {
+                    "benchmark": serializers.CharField(),
+                    "weights": serializers.DictField(child=serializers.FloatField()),
+                    "constraints": serializers.ListField(child=serializers.CharField()),
+                    "method": serializers.CharField(),
+                    "preset": serializers.CharField(),
+                    "entries": serializers.ListField(child=serializers.DictField()),
+                    "excluded": serializers.ListField(child=serializers.DictField()),
+                    "unscored": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            400: field_errors(
+                "LeaderboardQueryErrors", ["weights", "preset", "constraints", "method", "page", "page_size"]
+            ),
+            **READ_ERRORS,
+        },
     )
     def get(self, request, slug):
         benchmark = get_object_or_404(Benchmark, slug=slug)

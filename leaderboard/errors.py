@@ -5,3 +5,14 @@ class Rejected(ValueError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class QuotaExceeded(Rejected):
+    """A person has used their daily submissions to a benchmark; they may submit again in `retry_after` s."""
+
+    def __init__(self, message: str, *, quota: int, used: int, resets_at, retry_after: int):
+        super().__init__(message)
+        self.quota = quota
+        self.used = used
+        self.resets_at = resets_at
+        self.retry_after = retry_after

@@ -3,7 +3,7 @@ import json
 from django import forms
 
 from leaderboard.objectives import TASKS
-from leaderboard.services import MAX_METADATA_BYTES, MAX_NAME_LENGTH
+from leaderboard.services import MAX_METADATA_BYTES, MAX_NAME_LENGTH, MAX_TOKEN_NAME_LENGTH
 from leaderboard.tables import column_names_parse
 
 
@@ -29,6 +29,16 @@ class SubmissionForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError('Must be a JSON object, e.g. {"git_sha": "abc123"}.')
         return value
+
+
+class ApiTokenForm(forms.Form):
+    # The length is checked by the service, which says how long the name is; the browser stops at the limit too.
+    name = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.TextInput(attrs={"maxlength": MAX_TOKEN_NAME_LENGTH, "placeholder": "e.g. github-actions"}),
+        help_text=f"Where the token is used, at most {MAX_TOKEN_NAME_LENGTH} characters.",
+    )
 
 
 class BenchmarkForm(forms.Form):

@@ -1,3 +1,4 @@
+import hashlib
 import uuid
 from datetime import timedelta
 
@@ -77,10 +78,10 @@ class Benchmark(models.Model):
     # editable by the owner; "constraints" is optional (a floor a stakeholder takes for granted).
     presets = models.JSONField(default=dict, blank=True)
     time_limit_seconds = models.PositiveIntegerField(default=600)
-    daily_submission_quota = models.PositiveIntegerField(default=20)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    daily_submission_quota = models.PositiveIntegerField(
+        default=20, help_text="Submissions per person per UTC day; 0 means no limit. Staff are not limited."
     )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -116,9 +117,7 @@ class Submission(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     benchmark = models.ForeignKey(Benchmark, on_delete=models.PROTECT, related_name="submissions")
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions"
-    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions")
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
     is_baseline = models.BooleanField(default=False)
@@ -191,9 +190,36 @@ class Report(models.Model):
 
     class Meta:
         ordering = ["evaluator"]
-        constraints = [
-            models.UniqueConstraint(fields=["submission", "evaluator"], name="one_report_per_evaluator")
-        ]
+        constraints = [models.UniqueConstraint(fields=["submission", "evaluator"], name="one_report_per_evaluator")]
 
     def __str__(self) -> str:
         return f"{self.evaluator} report of {self.submission_id}"
+
+
+class ApiToken(models.Model):
+    """A key for the API that a person made on the web, named so they know what to revoke.
+
+    Only the key's SHA-256 is stored: the key is shown once, and a copy of the database holds
+    nothing that authenticates. A revoked token stays listed, so its owner sees when it was revoked.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=64)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.owner})"
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

@@ -1,11 +1,15 @@
 """Reads: what the web pages and the API show, computed once here for both."""
 
+import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from uuid import UUID
 
 import pandas as pd
 from django.core.cache import cache
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from leaderboard.boards import benchmark_objectives
 from leaderboard.models import Benchmark, Report, Submission
@@ -16,6 +20,57 @@ def benchmarks_with_counts():
     return Benchmark.objects.annotate(
         submission_count=Count("submissions"),
         succeeded_count=Count("submissions", filter=Q(submissions__status=Submission.Status.SUCCEEDED)),
+    )
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """How much of a benchmark's daily submission quota one person has used today (UTC)."""
+
+    quota: int  # 0 means no limit
+    used: int
+    exempt: bool  # staff are not limited
+    resets_at: datetime  # the next midnight UTC
+
+    @property
+    def limited(self) -> bool:
+        return self.quota > 0 and not self.exempt
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limited and self.used >= self.quota
+
+    @property
+    def remaining(self) -> int | None:
+        return max(self.quota - self.used, 0) if self.limited else None
+
+    def seconds_to_reset(self, now: datetime | None = None) -> int:
+        return max(1, math.ceil((self.resets_at - (now or timezone.now())).total_seconds()))
+
+
+def quota_day_start(now: datetime) -> datetime:
+    """The day a quota counts is the UTC day, the same for everyone wherever they are."""
+    return now.astimezone(dt_timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def submission_quota_usage(*, benchmark: Benchmark, owner, now: datetime | None = None) -> QuotaUsage:
+    """Today's submissions of `owner` to `benchmark` that count against its quota.
+
+    A submission that failed through the platform's fault (a lost worker, storage) is not the
+    submitter's doing, so it gives its slot back; one that failed because of the model does not.
+    Baselines are the benchmark's reference points, submitted by the platform, not anyone's attempts.
+    """
+    day_start = quota_day_start(now or timezone.now())
+    used = (
+        Submission.objects.filter(benchmark=benchmark, owner=owner, created_at__gte=day_start, is_baseline=False)
+        .exclude(status=Submission.Status.FAILED, fault="platform")
+        .count()
+    )
+    return QuotaUsage(
+        quota=benchmark.daily_submission_quota,
+        used=used,
+        exempt=bool(owner.is_staff),
+        resets_at=day_start + timedelta(days=1),
     )
 
 

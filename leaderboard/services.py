@@ -5,6 +5,8 @@ enforced in one place.
 """
 
 import logging
+import math
+import secrets
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -13,15 +15,17 @@ import numpy as np
 import pandas as pd
 from celery import current_app
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from evaluators.artifacts import ArtifactRejected, inspect_artifact
-from leaderboard.errors import Rejected
-from leaderboard.models import Benchmark, Report, Submission
+from leaderboard.errors import QuotaExceeded, Rejected
+from leaderboard.models import ApiToken, Benchmark, Report, Submission
 from leaderboard.objectives import TASKS, default_presets, evaluators_applying, objective_keys, performance_keys
+from leaderboard.selectors import QuotaUsage, submission_quota_usage
 from leaderboard.tables import table_read, table_to_parquet
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,11 @@ EVALUATE_TASK = "holdout.evaluate_submission"
 LATENCY_TASK = "holdout.measure_latency"
 MAX_NAME_LENGTH = 120
 MAX_METADATA_BYTES = 16 * 1024
+MAX_TOKEN_NAME_LENGTH = 64
+# A recognisable prefix lets secret scanners and people tell a Holdout key from other strings.
+API_TOKEN_PREFIX = "hdt_"
+# A token's last use is written at most this often, so a busy CI job does not write on every call.
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 
 # --- Benchmarks ---------------------------------------------------------------------------------
@@ -129,7 +138,8 @@ def benchmark_create(
 
 def _files_delete(files) -> None:
     for file in files:
-        file.storage.delete(file.name)
+        if file.name:  # a refusal before the file was stored leaves nothing to delete
+            file.storage.delete(file.name)
 
 
 def _benchmark_spec_check(
@@ -295,12 +305,15 @@ def submission_create(
 ) -> tuple[Submission, bool]:
     """Check the artifact without loading it, store it and queue its evaluation.
 
-    Returns (submission, created); a repeated idempotency key returns the original submission.
+    Returns (submission, created); a repeated idempotency key returns the original submission,
+    even when the owner's quota is used up (a replay is not a new submission).
+    Raises QuotaExceeded when the owner has used the benchmark's daily quota; baselines, which the
+    platform submits as the benchmark's reference points, are not counted against anyone.
     """
-    if idempotency_key:
-        existing = Submission.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-        if existing:
-            return existing, False
+    # Said before the file is inspected, so a person over quota is not told to fix their model first.
+    existing = _replay_or_quota(benchmark, owner, idempotency_key, is_baseline)
+    if existing:
+        return existing, False
     name = (name or "").strip()
     if not name:
         raise Rejected("name is required: say what this model is, e.g. 'logreg-v2'.", field="name")
@@ -334,6 +347,13 @@ def submission_create(
     submission.deadline_at = submission.next_deadline()
     try:
         with transaction.atomic():
+            # One owner's submissions are created one at a time, so the quota count and the idempotency
+            # check below see every committed submission: two concurrent requests cannot both take the
+            # last slot, nor both store the same key.
+            _owner_lock(owner)
+            existing = _replay_or_quota(benchmark, owner, idempotency_key, is_baseline)
+            if existing:
+                return existing, False
             submission.artifact.save(
                 f"{benchmark.slug}/{submission.id}.{info.format}", ContentFile(artifact), save=False
             )
@@ -349,6 +369,53 @@ def submission_create(
         _files_delete([submission.artifact])
         raise
     return submission, True
+
+
+def _replay_or_quota(benchmark, owner, idempotency_key, is_baseline) -> Submission | None:
+    """The original submission of a repeated key (a replay costs no quota), else None once the
+    owner's quota is checked; raises QuotaExceeded when it is used up."""
+    if idempotency_key:
+        existing = Submission.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing
+    if not is_baseline:
+        _quota_enforce(benchmark=benchmark, owner=owner)
+    return None
+
+
+def _owner_lock(owner) -> None:
+    """Hold the owner's row until the transaction ends (PostgreSQL; SQLite's writes are serial anyway)."""
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True).first()
+
+
+def _quota_enforce(*, benchmark: Benchmark, owner) -> None:
+    usage = submission_quota_usage(benchmark=benchmark, owner=owner)
+    if usage.exhausted:
+        retry_after = usage.seconds_to_reset()
+        raise QuotaExceeded(
+            quota_exceeded_message(benchmark, usage, retry_after),
+            quota=usage.quota,
+            used=usage.used,
+            resets_at=usage.resets_at,
+            retry_after=retry_after,
+        )
+
+
+def quota_exceeded_message(benchmark: Benchmark, usage: QuotaUsage, retry_after: int) -> str:
+    return (
+        f"You have used {usage.used} of the {usage.quota} submissions a day that '{benchmark.slug}' allows "
+        f"each person; the quota resets at {usage.resets_at:%Y-%m-%d %H:%M} UTC, in {_duration_words(retry_after)}. "
+        "Submissions that failed through the platform's fault do not count."
+    )
+
+
+def _duration_words(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def submission_enqueue(submission: Submission) -> None:
@@ -567,3 +634,42 @@ def submissions_sweep() -> dict:
             submission_enqueue(submission)
             counts["requeued"] += 1
     return counts
+
+
+# --- API tokens ---------------------------------------------------------------------------------
+
+
+def api_token_create(*, owner, name: str) -> tuple[ApiToken, str]:
+    """Make a named token; returns it and its key, which is not stored and cannot be shown again."""
+    name = (name or "").strip()
+    if not name:
+        raise Rejected("give the token a name that says where it is used, e.g. 'github-actions'.", field="name")
+    if len(name) > MAX_TOKEN_NAME_LENGTH:
+        raise Rejected(f"the name is {len(name)} characters; the limit is {MAX_TOKEN_NAME_LENGTH}.", field="name")
+    key = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(owner=owner, name=name, key_hash=ApiToken.hash_key(key))
+    return token, key
+
+
+def api_token_revoke(*, owner, token_id) -> ApiToken:
+    """Revoke one of the owner's tokens; revoking it again keeps the first moment.
+
+    Raises ApiToken.DoesNotExist for a token that is not the owner's, so nobody learns it exists.
+    """
+    token = ApiToken.objects.get(pk=token_id, owner=owner)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def api_token_use(*, key: str) -> ApiToken | None:
+    """The token with this key, revoked or not, with its last use noted; None for an unknown key."""
+    token = ApiToken.objects.select_related("owner").filter(key_hash=ApiToken.hash_key(key)).first()
+    if token is None or token.revoked_at is not None:
+        return token
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at >= TOKEN_USE_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token

@@ -135,7 +135,8 @@ LOGOUT_REDIRECT_URL = "home"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # Web-made tokens (hashed), and DRF's own tokens from `manage.py drf_create_token`.
+        "api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
@@ -191,8 +192,7 @@ HOLDOUT_MAX_DATASET_BYTES = env_int("HOLDOUT_MAX_DATASET_BYTES", 500 * 1024 * 10
 # Tree and TreePredictor hold unchecked node arrays, which is why models run in a limited child.
 HOLDOUT_SKOPS_TRUSTED_TYPES = env_list(
     "HOLDOUT_SKOPS_TRUSTED_TYPES",
-    "numpy.dtype,sklearn.tree._tree.Tree,"
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "numpy.dtype,sklearn.tree._tree.Tree,sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 HOLDOUT_MODEL_MEMORY_BYTES = env_int("HOLDOUT_MODEL_MEMORY_MB", 4096) * 1024 * 1024
 HOLDOUT_MODEL_CPU_SECONDS = env_int("HOLDOUT_MODEL_CPU_SECONDS", 300)

@@ -20,6 +20,8 @@ urlpatterns = [
         name="fairness-report-markdown",
     ),
     path("fairness/compare/", fairness_views.fairness_compare, name="fairness-compare"),
+    path("account/tokens/", views.account_tokens, name="account-tokens"),
+    path("account/tokens/<int:pk>/revoke/", views.account_token_revoke, name="account-token-revoke"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -1,24 +1,26 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
 
 from leaderboard.boards import board_get, board_points, board_query_parse, submission_standing
 from leaderboard.errors import Rejected
-from leaderboard.forms import SubmissionForm
-from leaderboard.models import Benchmark, Submission
+from leaderboard.forms import ApiTokenForm, SubmissionForm
+from leaderboard.models import ApiToken, Benchmark, Submission
 from leaderboard.selectors import (
     benchmark_time_span,
     benchmark_train_csv,
     benchmarks_with_counts,
     decay_series,
     submission_charts,
+    submission_quota_usage,
     submission_reports_export,
     submission_sections,
 )
-from leaderboard.services import submission_create
+from leaderboard.services import api_token_create, api_token_revoke, submission_create
 
 # The scatter's default vertical objective: the first of these the benchmark has.
 SCATTER_DEFAULT_Y = ("latency_p99_ms", "cost_usd_per_million", "size_bytes", "demographic_parity_difference")
@@ -59,7 +61,7 @@ def benchmark_detail(request, slug):
             response["HX-Push-Url"] = context["board_url"]
         return response
     recent = benchmark.submissions.exclude(status=Submission.Status.SUCCEEDED).select_related("owner")[:20]
-    context.update(recent=recent, time_span=benchmark_time_span(benchmark))
+    context.update(recent=recent, time_span=benchmark_time_span(benchmark), quota=_quota_usage(request, benchmark))
     return render(request, "benchmark_detail.html", context)
 
 
@@ -133,7 +135,42 @@ def submission_new(request, slug):
             messages.success(request, "Submitted. The evaluation is queued; this page follows it.")
             return redirect(submission)
     status = 400 if request.method == "POST" else 200
-    return render(request, "submission_new.html", {"benchmark": benchmark, "form": form}, status=status)
+    context = {"benchmark": benchmark, "form": form, "quota": _quota_usage(request, benchmark)}
+    return render(request, "submission_new.html", context, status=status)
+
+
+def _quota_usage(request, benchmark: Benchmark):
+    return submission_quota_usage(benchmark=benchmark, owner=request.user) if request.user.is_authenticated else None
+
+
+@login_required
+def account_tokens(request):
+    """The person's API tokens, and a form for a new one whose key is shown in this one response only."""
+    form = ApiTokenForm(request.POST or None)
+    created, key = None, None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created, key = api_token_create(owner=request.user, name=form.cleaned_data["name"])
+        except Rejected as rejection:
+            form.add_error("name", rejection.message)
+        else:
+            form = ApiTokenForm()
+    context = {"form": form, "tokens": request.user.api_tokens.all(), "created": created, "key": key}
+    status = 400 if request.method == "POST" and key is None else 200
+    response = render(request, "account_tokens.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # the new key must not be kept by a cache or the back button
+    return response
+
+
+@login_required
+@require_POST
+def account_token_revoke(request, pk):
+    try:
+        token = api_token_revoke(owner=request.user, token_id=pk)
+    except ApiToken.DoesNotExist:
+        raise Http404("No such token.") from None
+    messages.success(request, f"Revoked the token '{token.name}': requests with it are now refused (401).")
+    return redirect("account-tokens")
 
 
 def submission_detail(request, pk):

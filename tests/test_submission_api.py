@@ -20,11 +20,14 @@ def post(api_client, benchmark, *, artifact=None, name="my-model", headers=None,
     )
 
 
-def test_it_accepts_an_onnx_model_with_202_and_queues_it(api_client, adult_benchmark, adult_baselines, django_capture_on_commit_callbacks):
+def test_it_accepts_an_onnx_model_with_202_and_queues_it(
+    api_client, adult_benchmark, adult_baselines, django_capture_on_commit_callbacks
+):
     onnx = baseline_named(adult_baselines, "onnx:")
     with django_capture_on_commit_callbacks() as callbacks:
-        response = post(api_client, adult_benchmark, artifact=(onnx.filename, onnx.data),
-                        metadata=json.dumps({"git_sha": "abc123"}))
+        response = post(
+            api_client, adult_benchmark, artifact=(onnx.filename, onnx.data), metadata=json.dumps({"git_sha": "abc123"})
+        )
     assert response.status_code == 202, response.json()
     body = response.json()
     assert body["status"] == "queued" and body["stage"] == "queued"
@@ -33,7 +36,17 @@ def test_it_accepts_an_onnx_model_with_202_and_queues_it(api_client, adult_bench
     assert body["metadata"] == {"git_sha": "abc123"}
     assert len(callbacks) == 1, "the evaluation is enqueued once, after the commit"
     detail = api_client.get(body["url"]).json()
-    for key in ("status", "stage", "progress", "error", "created_at", "started_at", "finished_at", "metrics", "intervals"):
+    for key in (
+        "status",
+        "stage",
+        "progress",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "metrics",
+        "intervals",
+    ):
         assert key in detail
 
 
@@ -164,3 +177,38 @@ def test_an_unknown_api_path_is_a_json_404(client, db):
     assert "see /api/docs/" in response.json()["detail"]
     page = client.get("/no/such/page/")
     assert page.status_code == 404 and b"See the benchmarks" in page.content
+
+
+def test_a_submission_says_where_it_stands_once_it_has_succeeded(api_client, adult_benchmark, adult_baselines, user):
+    import numpy as np
+
+    from leaderboard.services import report_record, submission_create, submission_succeed
+
+    onnx = baseline_named(adult_baselines, "onnx:")
+
+    def succeeded(name, metrics):
+        submission, _ = submission_create(
+            benchmark=adult_benchmark,
+            owner=user,
+            name=name,
+            artifact=onnx.data,
+            artifact_filename=onnx.filename,
+            is_baseline=True,
+        )
+        report_record(submission, evaluator="performance", seconds=0.1, metrics=metrics)
+        resamples = np.full((1, adult_benchmark.bootstrap_resamples), metrics["accuracy"], dtype=np.float32)
+        Submission.objects.filter(pk=submission.pk).update(resamples=resamples.tobytes(), resample_keys=["accuracy"])
+        submission_succeed(submission)
+        return submission
+
+    succeeded("weaker", {"accuracy": 0.80, "latency_p99_ms": 0.5})
+    stronger = succeeded("stronger", {"accuracy": 0.86, "latency_p99_ms": 2.0})
+    queued = post(api_client, adult_benchmark, artifact=(onnx.filename, onnx.data)).json()
+    assert queued["standing"] is None
+
+    standing = api_client.get(f"/api/v1/submissions/{stronger.pk}/").json()["standing"]
+
+    assert standing["rank"] == 1 and standing["ranked_count"] == 2 and standing["tied"] is False
+    assert standing["unscored"] is None and isinstance(standing["score"], float)
+    assert standing["objective_ranks"]["accuracy"] == {"rank": 1, "of": 2}
+    assert standing["objective_ranks"]["latency_p99_ms"] == {"rank": 2, "of": 2}
