@@ -158,3 +158,10 @@ def test_the_benchmark_page_overlays_the_top_decay_curves_and_gives_the_time_spa
     overlay = page[page.index('id="decay-overlay"') :]
     assert "#1 newer-model" in overlay and "#2 older-model" in overlay
     assert "training 2023-01-01 – 2023-12-31; hidden test 2024-01-01 – 2025-12-31" in page
+
+
+def test_the_benchmark_page_says_how_to_submit_with_curl_and_the_client(client, adult_benchmark):
+    page = client.get(f"/benchmarks/{adult_benchmark.slug}/").content.decode()
+    assert "http://testserver/api/v1/benchmarks/adult/submissions/" in page
+    assert "holdout submit adult model.onnx --name my-model --compare-to best --max-regression accuracy=0.01" in page
+    assert "--gate &#x27;accuracy&gt;=VALUE&#x27;" in page
