@@ -4,8 +4,8 @@ from django.template.response import TemplateResponse
 
 from leaderboard.errors import Rejected
 from leaderboard.forms import BenchmarkForm
-from leaderboard.models import Benchmark, Report, Submission
-from leaderboard.services import benchmark_create
+from leaderboard.models import ApiToken, Benchmark, Report, Submission
+from leaderboard.services import api_token_revoke, benchmark_create
 
 # The spec and the data are fixed once submissions exist: changing them would silently change
 # what every earlier number means.
@@ -65,3 +65,24 @@ class SubmissionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff can see who holds which token and revoke one (a leaked key, a person who left);
+    keys are made by their owners on /account/tokens/, the only place a key is ever shown."""
+
+    list_display = ("name", "owner", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "owner__username")
+    readonly_fields = ("owner", "name", "key_hash", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        for token in queryset:
+            api_token_revoke(owner=token.owner, token_id=token.pk)
+        self.message_user(request, f"Revoked {queryset.count()} token(s); their keys are refused from now on.")

@@ -159,3 +159,21 @@ def test_signed_in_people_find_the_tokens_page_in_the_navigation(signed_in, clie
 
 def test_tokens_from_drf_create_token_still_work(api_client, adult_benchmark, adult_baselines):
     assert submit(api_client, adult_benchmark, adult_baselines).status_code == 202
+
+
+def test_staff_revoke_a_leaked_token_in_the_admin_and_its_key_stops_working(client, user, adult_benchmark):
+    token, key = api_token_create(owner=user, name="laptop")
+    assert token_client(key).get("/api/v1/benchmarks/").status_code == 200
+    get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client.login(username="root", password="pw")
+    listing = client.get("/admin/leaderboard/apitoken/")
+    assert listing.status_code == 200 and "laptop" in listing.content.decode()
+    assert client.get("/admin/leaderboard/apitoken/add/").status_code == 403, "keys are made by their owners"
+    done = client.post(
+        "/admin/leaderboard/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True
+    )
+    assert "Revoked 1 token(s)" in done.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    response = token_client(key).post(f"/api/v1/benchmarks/{adult_benchmark.slug}/submissions/", {})
+    assert response.status_code == 401
