@@ -30,6 +30,9 @@ DEFAULT_OPTIONS = {
     "min_window_rows": 100,
     # Quantile bins per numeric feature for the PSI, cut at the reference window's quantiles.
     "psi_bins": 10,
+    # The last day (YYYY-MM-DD) of the benchmark's public training split, set when the benchmark is
+    # created: the training cutoff of a submission that declares none, since that is the data it had.
+    "training_split_end": None,
 }
 
 DAYS_PER_PERIOD = 30
@@ -81,7 +84,7 @@ class DecayEvaluator:
         fitted = [entry for entry in scored if _fit_exclusion(entry, options, data.primary_metric) is None]
         origin = windows[0].start
         trend = _trend(fitted, data.primary_metric, data.primary_higher_is_better, origin)
-        cutoff, cutoff_report = _training_cutoff(data.metadata, windows)
+        cutoff, cutoff_report = _training_cutoff(data.metadata, windows, options["training_split_end"])
         # The first fitted window is the baseline for drift as for relative_drop.
         reference = fitted[0].window if fitted else windows[0]
         drift = _drift(data.features, windows, reference, options["psi_bins"])
@@ -113,12 +116,23 @@ def _options(given: dict) -> dict:
     windows = options["windows"]
     if windows != "month" and not (_is_int(windows) and windows >= 1):
         raise EvaluatorError(f'the decay option "windows" must be "month" or a positive integer, not {windows!r}')
+    end = options["training_split_end"]
+    if end is not None and not (isinstance(end, str) and _is_iso_date(end)):
+        raise EvaluatorError(f'the decay option "training_split_end" must be a date YYYY-MM-DD or null, not {end!r}')
     for key, minimum in (("min_window_rows", 1), ("psi_bins", 2)):
         if not (_is_int(options[key]) and options[key] >= minimum):
             raise EvaluatorError(
                 f'the decay option "{key}" must be an integer of at least {minimum}, not {options[key]!r}'
             )
     return options
+
+
+def _is_iso_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_int(value) -> bool:
@@ -263,23 +277,36 @@ def _interval(draws: np.ndarray) -> list[float] | None:
     return np.percentile(draws, INTERVAL_PERCENTILES).tolist() if draws.size else None
 
 
-def _training_cutoff(metadata: dict, windows: list[_Window]) -> tuple[pd.Timestamp | None, dict]:
+def _training_cutoff(
+    metadata: dict, windows: list[_Window], training_split_end: str | None
+) -> tuple[pd.Timestamp | None, dict]:
+    """The submission's declared cutoff, else the end of the benchmark's public training split."""
     value = metadata.get("training_cutoff")
+    source = "metadata"
+    if value is None and training_split_end:
+        value, source = training_split_end, "training split"
     if value is None:
         note = (
             "The submission's metadata declares no training_cutoff (an ISO date, YYYY-MM-DD), so the "
             "windows are not placed relative to the end of its training data."
         )
-        return None, {"date": None, "note": note}
+        return None, {"date": None, "source": None, "note": note}
     try:
         cutoff = pd.Timestamp(date.fromisoformat(value))
     except (TypeError, ValueError):
         note = f"The metadata's training_cutoff {value!r} is not an ISO date (YYYY-MM-DD), so it is not used."
-        return None, {"date": None, "note": note}
+        return None, {"date": None, "source": None, "note": note}
+    notes = []
+    if source == "training split":
+        notes.append(
+            f"The submission declares no training_cutoff; the benchmark's public training split ends on "
+            f"{cutoff.date().isoformat()}, which is taken as the cutoff."
+        )
     # A model may have been trained on these rows' period, which flatters its early windows.
     early = [window.label for window in windows if window.start < cutoff]
-    note = f"Windows starting before the training cutoff: {', '.join(early)}." if early else None
-    return cutoff, {"date": cutoff.date().isoformat(), "note": note}
+    if early:
+        notes.append(f"Windows starting before the training cutoff: {', '.join(early)}.")
+    return cutoff, {"date": cutoff.date().isoformat(), "source": source, "note": " ".join(notes) or None}
 
 
 def _drift(features: pd.DataFrame, windows: list[_Window], reference: _Window, bins: int) -> dict:

@@ -101,6 +101,10 @@ def benchmark_create(
             frame[spec["time_column"]] = pd.to_datetime(frame[spec["time_column"]], format="mixed")
 
     evaluators = evaluators_applying(sensitive_columns=spec["sensitive_columns"], time_column=spec["time_column"])
+    evaluator_options = {}
+    if spec["time_column"] and train[spec["time_column"]].notna().any():
+        # Submissions are trained on the public split, so its end is their training cutoff unless they say otherwise.
+        evaluator_options["decay"] = {"training_split_end": train[spec["time_column"]].max().date().isoformat()}
     keys = objective_keys(task, evaluators)
     benchmark = Benchmark(
         slug=slug,
@@ -110,6 +114,7 @@ def benchmark_create(
         evaluators=evaluators,
         objectives={key: (1.0 if key == spec["primary_metric"] else 0.0) for key in keys},
         presets=default_presets(primary=spec["primary_metric"], keys=keys),
+        evaluator_options=evaluator_options,
         train_rows=len(train),
         test_rows=len(test),
         created_by=created_by,

@@ -133,7 +133,7 @@ QUICK_EVALUATOR_OPTIONS = {
 
 
 def quick(benchmark):
-    benchmark.evaluator_options = QUICK_EVALUATOR_OPTIONS
+    benchmark.evaluator_options = {**benchmark.evaluator_options, **QUICK_EVALUATOR_OPTIONS}
     benchmark.save(update_fields=["evaluator_options"])
     return benchmark
 

@@ -133,7 +133,7 @@ def test_it_splits_the_test_rows_into_calendar_months_by_default():
     assert [w["rows"] for w in windows] == [400, 400, 400]
     # Midpoints of the calendar months, in days since 1 February.
     assert [w["midpoint_days"] for w in windows] == [14.5, 29 + 15.5, 29 + 31 + 15]
-    assert DEFAULT_OPTIONS == {"windows": "month", "min_window_rows": 100, "psi_bins": 10}
+    assert DEFAULT_OPTIONS == {"windows": "month", "min_window_rows": 100, "psi_bins": 10, "training_split_end": None}
 
 
 def test_times_with_a_time_zone_fall_in_their_local_calendar_month():
@@ -294,7 +294,7 @@ def test_a_window_whose_metric_is_undefined_is_reported_as_none_and_not_fitted()
 
 def test_the_training_cutoff_places_each_window_in_days_and_months():
     document = evaluate(*decaying_binary(months=3), metadata={"training_cutoff": "2023-12-31"}).document
-    assert document["training_cutoff"] == {"date": "2023-12-31", "note": None}
+    assert document["training_cutoff"] == {"date": "2023-12-31", "source": "metadata", "note": None}
     january, _, march = document["windows"]
     # January's midpoint is 16 January 12:00, 16.5 days after the start of 31 December.
     assert january["days_since_cutoff"] == 16.5
@@ -316,6 +316,26 @@ def test_a_missing_or_unparseable_training_cutoff_is_noted_and_unused(metadata):
     assert document["training_cutoff"]["date"] is None
     assert "training_cutoff" in document["training_cutoff"]["note"]
     assert all(w["days_since_cutoff"] is None for w in document["windows"])
+
+
+def test_without_a_declared_cutoff_the_end_of_the_benchmarks_training_split_is_the_cutoff():
+    options = {"training_split_end": "2023-12-31"}
+    document = evaluate(*decaying_binary(months=3), options=options).document
+    assert document["training_cutoff"]["date"] == "2023-12-31"
+    assert document["training_cutoff"]["source"] == "training split"
+    assert "training split ends on 2023-12-31" in document["training_cutoff"]["note"]
+    assert document["windows"][0]["days_since_cutoff"] == 16.5
+    declared = evaluate(*decaying_binary(months=3), options=options, metadata={"training_cutoff": "2024-01-31"})
+    assert declared.document["training_cutoff"]["source"] == "metadata", "what the submitter declares wins"
+    with pytest.raises(EvaluatorError, match="training_split_end"):
+        evaluate(*decaying_binary(months=2), options={"training_split_end": "last year"})
+
+
+def test_a_benchmark_with_a_time_column_records_where_its_training_split_ends(lending_benchmark, lending_frames):
+    train, _ = lending_frames
+    expected = pd.to_datetime(train[lending_benchmark.time_column]).max().date().isoformat()
+    created = type(lending_benchmark).objects.get(pk=lending_benchmark.pk)
+    assert created.evaluator_options["decay"]["training_split_end"] == expected
 
 
 def test_psi_equals_a_hand_computation_on_a_small_example():
