@@ -76,6 +76,10 @@ class Board:
     unscored: list[BoardEntry]  # missing a weighted objective (the first MAX_LISTED)
     excluded_count: int
     unscored_count: int
+    # The ranking behind the page, kept so a chart of the same board does not rank it again.
+    ranked: RankedBoard | None = field(default=None, repr=False, compare=False)
+    listed: list[int] = field(default_factory=list, repr=False, compare=False)  # rows in board order
+    columns: BoardColumns | None = field(default=None, repr=False, compare=False)
 
     @property
     def pages(self) -> int:
@@ -226,17 +230,20 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
         unscored=[entry(row) for row in unscored[:MAX_LISTED]],
         excluded_count=len(excluded),
         unscored_count=len(unscored),
+        ranked=ranked,
+        listed=order,
+        columns=columns,
     )
 
 
 def _ranked(
-    benchmark, query, objectives, bounds, columns: BoardColumns, *, row: int | None = None, points_only: bool = False
+    benchmark, query, objectives, bounds, columns: BoardColumns, *, row: int | None = None
 ) -> tuple[RankedBoard, list[int]]:
     """The board ranked by the query, and the order of the rows it lists (the Pareto set alone if asked).
 
     Score intervals and ties are computed for the requested page, or for `row` alone when given
     (their cost grows with the rows they cover), so the Pareto-only view and a single row's
-    standing first find which ranked positions they need. `points_only` skips them altogether.
+    standing first find which ranked positions they need.
     """
     specs = [
         ObjectiveSpec(
@@ -263,9 +270,7 @@ def _ranked(
     start = (query.page - 1) * query.page_size
     window = (start, start + query.page_size)
     try:
-        if points_only:
-            window = (0, 0)  # no intervals or ties: nothing to read or score on the resamples
-        elif row is not None:
+        if row is not None:
             points = rank_board(columns.values, specs, weights, **arguments)
             position = np.flatnonzero(points.order == row)
             window = (int(position[0]), int(position[0]) + 1) if len(position) else (0, 0)
@@ -372,20 +377,17 @@ def submission_standing(submission: Submission) -> Standing | None:
 MAX_PLOTTED = 2000
 
 
-def board_points(benchmark: Benchmark, query: BoardQuery, x_key: str, y_key: str) -> list[dict]:
-    """The ranked submissions as points on two objectives, for the scatter beside the board."""
-    objectives = benchmark_objectives(benchmark)
-    keys = [objective.key for objective in objectives]
+def board_points(board: Board, x_key: str, y_key: str) -> list[dict]:
+    """The board's listed submissions as points on two objectives, for the scatter beside it."""
+    keys = [objective.key for objective in board.objectives]
     for key in (x_key, y_key):
         if key not in keys:
             raise Rejected(
                 f"unknown objective '{key}' for the chart; this benchmark has: {', '.join(keys)}.", field="x"
             )
-    columns = board_columns(benchmark, keys)
-    if not columns.ids:
+    if board.ranked is None:
         return []
-    bounds = objective_bounds(benchmark, objectives, columns.values[columns.baseline])
-    ranked, order = _ranked(benchmark, query, objectives, bounds, columns, points_only=True)
+    ranked, columns, order = board.ranked, board.columns, board.listed
     names = dict(
         Submission.objects.filter(pk__in=[columns.ids[row] for row in order[:MAX_PLOTTED]]).values_list("pk", "name")
     )

@@ -93,7 +93,7 @@ def _board_charts(benchmark: Benchmark, board, params) -> dict:
         context["scatter_error"] = "Choose two different objectives for the chart."
     else:
         try:
-            context["scatter"] = charts.pareto_chart(board_points(benchmark, board.query, x, y), x, y)
+            context["scatter"] = charts.pareto_chart(board_points(board, x, y), x, y)
         except (Rejected, ValueError) as problem:
             context["scatter_error"] = str(getattr(problem, "message", problem))
     series = decay_series(board.entries)

@@ -161,3 +161,30 @@ def lending_benchmark(db, lending_frames):
     from leaderboard.demo.synthetic import LENDING_SPEC
 
     return quick(benchmark_from_spec(LENDING_SPEC, *lending_frames, time_limit_seconds=120))
+
+
+def succeeded_submission(
+    benchmark, user, model, name, metrics, *, baseline=False, intervals=None, documents=None, resamples=None
+):
+    """A succeeded submission with these performance metrics, recorded through the services a worker uses.
+
+    `documents`: {evaluator: document} of further reports; `resamples`: {key: B values}, stored as
+    the submission's paired resamples (float32, one row per key).
+    """
+    import numpy as np
+
+    from leaderboard.models import Submission
+    from leaderboard.services import report_record, submission_create, submission_succeed
+
+    submission, _ = submission_create(
+        benchmark=benchmark, owner=user, name=name, artifact=model.data, artifact_filename=model.filename,
+        is_baseline=baseline,
+    )
+    report_record(submission, evaluator="performance", seconds=0.1, metrics=metrics, intervals=intervals)
+    for evaluator, document in (documents or {}).items():
+        report_record(submission, evaluator=evaluator, seconds=0.1, metrics={}, document=document)
+    if resamples:
+        matrix = np.array([resamples[key] for key in resamples], dtype=np.float32)
+        Submission.objects.filter(pk=submission.pk).update(resamples=matrix.tobytes(), resample_keys=list(resamples))
+    submission_succeed(submission)
+    return submission

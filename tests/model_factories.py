@@ -261,3 +261,21 @@ def model_reading_an_undefined_tensor() -> bytes:
 
 def model_without_graph() -> bytes:
     return onnx.ModelProto(ir_version=8, opset_import=[helper.make_opsetid("", ONNX_OPSET)]).SerializeToString()
+
+
+def baseline_in_sandbox(tmp_path, baseline, features: pd.DataFrame, *, limits, predict: bool, probes: dict):
+    """A demo baseline run as a worker runs it: its bytes in a file, the sandbox on a binary task."""
+    from evaluators.sandbox import run_in_sandbox
+
+    path = tmp_path / baseline.filename
+    path.write_bytes(baseline.data)
+    return run_in_sandbox(
+        artifact_path=str(path),
+        artifact_format=path.suffix.lstrip("."),
+        features=features,
+        task="binary",
+        skops_trusted=DEFAULT_TRUSTED,
+        limits=limits,
+        predict=predict,
+        probes=probes,
+    )

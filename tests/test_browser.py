@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from leaderboard.models import Submission
-from leaderboard.services import report_record, submission_create, submission_succeed
-from tests.conftest import baseline_named, wait_for
+from leaderboard.services import submission_create
+from tests.conftest import baseline_named, succeeded_submission, wait_for
 from tests.environment import PROJECT_DIR
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -57,27 +57,13 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def succeeded(benchmark, user, model, name, metrics, *, baseline=False):
-    submission, _ = submission_create(
-        benchmark=benchmark,
-        owner=user,
-        name=name,
-        artifact=model.data,
-        artifact_filename=model.filename,
-        is_baseline=baseline,
-    )
-    report_record(submission, evaluator="performance", seconds=0.1, metrics=metrics)
-    submission_succeed(submission)
-    return submission
-
-
 @pytest.fixture
 def trade_off_board(transactional_db, adult_benchmark, adult_baselines, user):
     """Three submissions that trade accuracy for latency, so weights decide the order."""
     model = baseline_named(adult_baselines, "onnx:")
-    succeeded(adult_benchmark, user, model, "majority", {"accuracy": 0.76, "latency_p99_ms": 0.01}, baseline=True)
-    succeeded(adult_benchmark, user, model, "accurate-slow", {"accuracy": 0.87, "latency_p99_ms": 9.0}, baseline=True)
-    succeeded(adult_benchmark, user, model, "fast", {"accuracy": 0.85, "latency_p99_ms": 0.05})
+    succeeded_submission(adult_benchmark, user, model, "majority", {"accuracy": 0.76, "latency_p99_ms": 0.01}, baseline=True)
+    succeeded_submission(adult_benchmark, user, model, "accurate-slow", {"accuracy": 0.87, "latency_p99_ms": 9.0}, baseline=True)
+    succeeded_submission(adult_benchmark, user, model, "fast", {"accuracy": 0.85, "latency_p99_ms": 0.05})
     return adult_benchmark
 
 

@@ -17,7 +17,7 @@ from evaluators.interpretability import (
 )
 from evaluators.model_runner import OnnxModel, SkopsModel
 from evaluators.probes.explain import probe
-from evaluators.sandbox import Limits, ProbeOutcome, run_in_sandbox
+from evaluators.sandbox import Limits, ProbeOutcome
 from leaderboard.demo.baselines import onnx_inputs
 from leaderboard.demo.synthetic import ADULT_SPEC
 from tests import model_factories as factories
@@ -210,22 +210,13 @@ def test_the_probe_runs_in_the_sandbox_and_the_evaluator_reports_its_attribution
     tmp_path, adult_baselines, adult_frames, adult_features
 ):
     baseline = baseline_named(adult_baselines, "skops:Gradient boosting")
-    path = tmp_path / "model.skops"
-    path.write_bytes(baseline.data)
     evaluator = InterpretabilityEvaluator()
     test = adult_frames[1]
     data = evaluation_input(
         sensitive=test[ADULT_SPEC["sensitive_columns"]], options={"max_rows": 30}, classes=["<=50K", ">50K"]
     )
-    run = run_in_sandbox(
-        artifact_path=str(path),
-        artifact_format="skops",
-        features=adult_features,
-        task="binary",
-        skops_trusted=factories.DEFAULT_TRUSTED,
-        limits=GENEROUS,
-        predict=True,
-        probes=evaluator.probe_params(data),
+    run = factories.baseline_in_sandbox(
+        tmp_path, baseline, adult_features, limits=GENEROUS, predict=True, probes=evaluator.probe_params(data)
     )
     outcome = run.probes["explain"]
     assert outcome.error is None

@@ -16,7 +16,7 @@ from evaluators.cost import CostEvaluator
 from evaluators.latency import DEFAULT_OPTIONS, LatencyEvaluator, bootstrap_intervals
 from evaluators.model_runner import OnnxModel, SkopsModel
 from evaluators.probes import latency as latency_probe
-from evaluators.sandbox import Limits, ProbeOutcome, run_in_sandbox
+from evaluators.sandbox import Limits, ProbeOutcome
 from evaluators.size import SizeEvaluator
 from tests import model_factories as factories
 
@@ -258,15 +258,11 @@ def test_latency_inspect_size_and_cost_run_end_to_end_through_the_sandbox(tmp_pa
     from leaderboard.demo.synthetic import ADULT_SPEC
 
     baseline = next(baseline for baseline in adult_baselines.values() if baseline.filename.endswith(".onnx"))
-    path = tmp_path / baseline.filename
-    path.write_bytes(baseline.data)
     features = adult_frames[1][ADULT_SPEC["feature_columns"]]
-    run = run_in_sandbox(
-        artifact_path=str(path),
-        artifact_format="onnx",
-        features=features,
-        task="binary",
-        skops_trusted=factories.DEFAULT_TRUSTED,
+    run = factories.baseline_in_sandbox(
+        tmp_path,
+        baseline,
+        features,
         limits=GENEROUS,
         predict=False,
         probes={"latency": {**SMALL_BUDGET, "batch_sizes": [1, 32]}, "inspect": {}},

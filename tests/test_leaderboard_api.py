@@ -6,25 +6,17 @@ import numpy as np
 import pytest
 
 from leaderboard.models import Submission
-from leaderboard.services import report_record, submission_create, submission_succeed
-from tests.conftest import baseline_named
+from tests.conftest import baseline_named, succeeded_submission
 
 RESAMPLES = 100
 
 
 def add(benchmark, user, model, name, metrics, *, spread=0.0, baseline=False, seed=0):
     """A succeeded submission with these metrics and paired resamples `spread` wide around them."""
-    submission, _ = submission_create(
-        benchmark=benchmark, owner=user, name=name, artifact=model.data, artifact_filename=model.filename,
-        is_baseline=baseline,
-    )
-    report_record(submission, evaluator="performance", seconds=0.1, metrics=metrics)
     keys = [key for key in ("accuracy", "roc_auc") if key in metrics]
     noise = np.random.default_rng(seed).normal(0, spread, (len(keys), RESAMPLES)) if spread else np.zeros((len(keys), RESAMPLES))
-    matrix = (np.array([[metrics[key]] for key in keys]) + noise).astype(np.float32)
-    Submission.objects.filter(pk=submission.pk).update(resamples=matrix.tobytes(), resample_keys=keys)
-    submission_succeed(submission)
-    return submission
+    resamples = {key: metrics[key] + row for key, row in zip(keys, noise)}
+    return succeeded_submission(benchmark, user, model, name, metrics, baseline=baseline, resamples=resamples)
 
 
 @pytest.fixture

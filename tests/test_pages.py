@@ -3,8 +3,7 @@ import pickle
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from leaderboard.models import Submission
-from leaderboard.services import report_record, submission_succeed
-from tests.conftest import baseline_named
+from tests.conftest import baseline_named, succeeded_submission
 
 
 def test_home_lists_benchmarks_with_counts(client, adult_benchmark):
@@ -16,21 +15,12 @@ def test_home_lists_benchmarks_with_counts(client, adult_benchmark):
 def test_the_benchmark_page_shows_the_ranked_submissions_with_directions(
     client, adult_benchmark, adult_baselines, user
 ):
-    from leaderboard.services import submission_create
-
     model = baseline_named(adult_baselines, "onnx:")
     for name, accuracy in (("worse", 0.80), ("better", 0.85)):
-        submission, _ = submission_create(
-            benchmark=adult_benchmark, owner=user, name=name, artifact=model.data, artifact_filename=model.filename
-        )
-        report_record(
-            submission,
-            evaluator="performance",
-            seconds=0.1,
-            metrics={"accuracy": accuracy, "log_loss": 0.3},
+        succeeded_submission(
+            adult_benchmark, user, model, name, {"accuracy": accuracy, "log_loss": 0.3},
             intervals={"accuracy": [0.7, 0.9]},
         )
-        submission_succeed(submission)
     page = client.get(f"/benchmarks/{adult_benchmark.slug}/").content.decode()
     assert page.index("better") < page.index("worse")
     assert "Accuracy ▲" in page and "Log loss ▼" in page
@@ -94,18 +84,11 @@ def test_a_failed_submission_page_shows_the_error_and_stage(client, user, adult_
 def test_a_succeeded_submission_shows_its_rank_overall_and_per_objective(
     client, adult_benchmark, adult_baselines, user
 ):
-    from leaderboard.services import submission_create
-
     model = baseline_named(adult_baselines, "onnx:")
-    made = {}
-    for name, accuracy, latency in (("slow", 0.86, 9.0), ("quick", 0.84, 0.1), ("quicker", 0.80, 0.05)):
-        made[name], _ = submission_create(
-            benchmark=adult_benchmark, owner=user, name=name, artifact=model.data, artifact_filename=model.filename
-        )
-        report_record(
-            made[name], evaluator="performance", seconds=0.1, metrics={"accuracy": accuracy, "latency_p99_ms": latency}
-        )
-        submission_succeed(made[name])
+    made = {
+        name: succeeded_submission(adult_benchmark, user, model, name, {"accuracy": accuracy, "latency_p99_ms": latency})
+        for name, accuracy, latency in (("slow", 0.86, 9.0), ("quick", 0.84, 0.1), ("quicker", 0.80, 0.05))
+    }
     page = client.get(f"/submissions/{made['quick'].pk}/").content.decode()
     assert "Rank <strong>2</strong>" in page and "of 3" in page
     objectives = page[page.index('id="objectives"') :]
@@ -143,17 +126,10 @@ def test_the_benchmark_page_overlays_the_top_decay_curves_and_gives_the_time_spa
     import json
     from pathlib import Path
 
-    from leaderboard.services import submission_create
-
     decay = json.loads((Path(__file__).parent / "data" / "chart_documents" / "lending_decay.json").read_text())
     model = baseline_named(lending_baselines, "onnx:")
     for name, auc in (("older-model", 0.74), ("newer-model", 0.76)):
-        submission, _ = submission_create(
-            benchmark=lending_benchmark, owner=user, name=name, artifact=model.data, artifact_filename=model.filename
-        )
-        report_record(submission, evaluator="performance", seconds=0.1, metrics={"roc_auc": auc})
-        report_record(submission, evaluator="decay", seconds=0.1, metrics={}, document=decay)
-        submission_succeed(submission)
+        succeeded_submission(lending_benchmark, user, model, name, {"roc_auc": auc}, documents={"decay": decay})
     page = client.get(f"/benchmarks/{lending_benchmark.slug}/").content.decode()
     overlay = page[page.index('id="decay-overlay"') :]
     assert "#1 newer-model" in overlay and "#2 older-model" in overlay

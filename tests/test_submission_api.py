@@ -182,24 +182,15 @@ def test_an_unknown_api_path_is_a_json_404(client, db):
 def test_a_submission_says_where_it_stands_once_it_has_succeeded(api_client, adult_benchmark, adult_baselines, user):
     import numpy as np
 
-    from leaderboard.services import report_record, submission_create, submission_succeed
+    from tests.conftest import succeeded_submission
 
     onnx = baseline_named(adult_baselines, "onnx:")
 
     def succeeded(name, metrics):
-        submission, _ = submission_create(
-            benchmark=adult_benchmark,
-            owner=user,
-            name=name,
-            artifact=onnx.data,
-            artifact_filename=onnx.filename,
-            is_baseline=True,
+        flat = np.full(adult_benchmark.bootstrap_resamples, metrics["accuracy"])
+        return succeeded_submission(
+            adult_benchmark, user, onnx, name, metrics, baseline=True, resamples={"accuracy": flat}
         )
-        report_record(submission, evaluator="performance", seconds=0.1, metrics=metrics)
-        resamples = np.full((1, adult_benchmark.bootstrap_resamples), metrics["accuracy"], dtype=np.float32)
-        Submission.objects.filter(pk=submission.pk).update(resamples=resamples.tobytes(), resample_keys=["accuracy"])
-        submission_succeed(submission)
-        return submission
 
     succeeded("weaker", {"accuracy": 0.80, "latency_p99_ms": 0.5})
     stronger = succeeded("stronger", {"accuracy": 0.86, "latency_p99_ms": 2.0})
