@@ -129,6 +129,7 @@ class SubmissionCharts:
     latency: object | None
     throughput: tuple[list[str], list[list]] | None
     decay: object | None
+    fairness_measured: bool  # a fairness report without error exists: the reviewers' report can be read
 
 
 def submission_charts(submission: Submission) -> SubmissionCharts:
@@ -145,6 +146,7 @@ def submission_charts(submission: Submission) -> SubmissionCharts:
         latency=report_chart(latency, "latency", charts.latency_chart),
         throughput=report_chart(latency, "throughput", charts.throughput_table),
         decay=report_chart(reports.get("decay"), "decay", charts.decay_chart),
+        fairness_measured=fairness is not None,
     )
 
 

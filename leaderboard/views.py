@@ -70,6 +70,7 @@ def _board_charts(benchmark: Benchmark, board, params) -> dict:
     from leaderboard import charts  # matplotlib is loaded by the pages that draw, not by every process
 
     keys = [objective.key for objective in board.objectives]
+    unknown = [params[axis] for axis in ("x", "y") if params.get(axis) and params[axis] not in keys]
     x = params.get("x") if params.get("x") in keys else benchmark.primary_metric
     default_y = next((key for key in SCATTER_DEFAULT_Y if key in keys and key != x), keys[-1])
     y = params.get("y") if params.get("y") in keys else default_y
@@ -88,7 +89,14 @@ def _board_charts(benchmark: Benchmark, board, params) -> dict:
         "scatter": None,
         "scatter_error": None,
         "decay_overlay": None,
+        "chart_note": None,
     }
+    if unknown:
+        # The chart still shows the default pair; the reader learns why their choice was not used.
+        context["chart_note"] = (
+            f"No objective {', '.join(repr(key) for key in unknown)} on this benchmark; the chart shows "
+            f"{x} against {y}."
+        )
     if x == y:
         context["scatter_error"] = "Choose two different objectives for the chart."
     else:
@@ -187,17 +195,16 @@ def submission_body(request, pk):
 
 def _submission_context(submission: Submission) -> dict:
     finished = submission.status == Submission.Status.SUCCEEDED
+    charts = submission_charts(submission) if submission.is_finished else None
     return {
         "submission": submission,
         "sections": submission_sections(submission),
         "standing": submission_standing(submission) if finished else None,
-        "charts": submission_charts(submission) if submission.is_finished else None,
-        "fairness_url": reverse("fairness-report", args=[submission.pk]) if _has_fairness(submission) else None,
+        "charts": charts,
+        "fairness_url": reverse("fairness-report", args=[submission.pk])
+        if charts and charts.fairness_measured
+        else None,
     }
-
-
-def _has_fairness(submission: Submission) -> bool:
-    return submission.is_finished and submission.reports.filter(evaluator="fairness", error="").exists()
 
 
 def submission_reports_json(request, pk):

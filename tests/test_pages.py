@@ -141,3 +141,11 @@ def test_the_benchmark_page_says_how_to_submit_with_curl_and_the_client(client, 
     assert "http://testserver/api/v1/benchmarks/adult/submissions/" in page
     assert "holdout submit adult model.onnx --name my-model --compare-to best --max-regression accuracy=0.01" in page
     assert "--gate 'accuracy&gt;=VALUE'" in page
+
+
+def test_an_unknown_chart_objective_is_named_and_the_default_pair_drawn(client, adult_benchmark, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    succeeded_submission(adult_benchmark, user, model, "only", {"accuracy": 0.85, "latency_p99_ms": 1.0})
+    page = client.get(f"/benchmarks/{adult_benchmark.slug}/?x=speed").content.decode()
+    assert "No objective &#x27;speed&#x27; on this benchmark; the chart shows accuracy against latency_p99_ms." in page
+    assert 'id="trade-offs"' in page
