@@ -37,6 +37,11 @@ class EvaluationInput:
     probes: dict[str, ProbeOutcome] = field(default_factory=dict)  # by probe name
     # Earlier evaluators' results by name: {"metrics": {...}, "document": {...}} (cost reads these).
     previous: dict[str, dict] = field(default_factory=dict)
+    # The calibration workload's median (ms) in recent latency sessions on this machine, newest
+    # first: how much the machine's speed moves between sessions (latency reads it).
+    machine_calibrations_ms: tuple[float, ...] = ()
+    # Seeds what is drawn for this submission alone, independent of every other submission's draws.
+    submission_seed: int = 0
 
 
 @dataclass

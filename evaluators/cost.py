@@ -8,10 +8,17 @@ per second); resident_gb is everything the loaded model's process held (the size
 process_rss_bytes, interpreter and runtime included, as a container serving it would hold), over
 the hours those million predictions take. Compute is charged for the CPU time used, as if the
 service were kept busy; memory for as long as the predictions take.
+
+Its interval comes from the latency measurement's block bootstrap: the formula applied to the
+best batch size's CPU and wall seconds per row on each of latency's resamples (the resident
+memory is one reading, held fixed), and those per-resample costs are kept for ties like latency's.
 """
+
+import numpy as np
 
 from .base import EvaluationInput, EvaluatorError, EvaluatorResult
 from .latency import best_batch
+from .performance import INTERVAL_PERCENTILES
 
 # AWS Fargate, Linux/x86, on-demand list prices in us-east-1 (unchanged since the January 2019
 # price cut; assumed current on 2025-06-01). Fargate sizes memory in MiB, so its GB is 2**30 bytes.
@@ -56,6 +63,17 @@ class CostEvaluator:
             usd_per_vcpu_hour=options["usd_per_vcpu_hour"],
             usd_per_gb_hour=options["usd_per_gb_hour"],
         )
+        resampled = data.previous["latency"]["document"].get("best_batch_resamples")
+        resample_values, intervals = None, {}
+        if resampled:
+            resample_values = cost_per_million(
+                cpu_seconds_per_row=np.asarray(resampled["cpu_seconds_per_row"]),
+                wall_seconds_per_row=np.asarray(resampled["wall_seconds_per_row"]),
+                resident_bytes=resident_bytes,
+                usd_per_vcpu_hour=options["usd_per_vcpu_hour"],
+                usd_per_gb_hour=options["usd_per_gb_hour"],
+            )["cost_usd_per_million"]
+            intervals["cost_usd_per_million"] = np.percentile(resample_values, INTERVAL_PERCENTILES).tolist()
         document = {
             "formula": FORMULA,
             "inputs": {
@@ -71,9 +89,17 @@ class CostEvaluator:
                 "source": options["prices_source"],
             },
             **breakdown,
+            "interval": intervals.get("cost_usd_per_million"),
+            "interval_note": (
+                "95% interval over the latency measurement's block resamples, memory held fixed"
+                if resampled
+                else "no interval: the latency report holds no resamples"
+            ),
         }
+        if resample_values is not None:
+            document["resample_values"] = {"cost_usd_per_million": resample_values.tolist()}
         return EvaluatorResult(
-            metrics={"cost_usd_per_million": breakdown["cost_usd_per_million"]}, intervals={}, document=document
+            metrics={"cost_usd_per_million": breakdown["cost_usd_per_million"]}, intervals=intervals, document=document
         )
 
 

@@ -453,7 +453,33 @@ def _latency_caption(document: dict, *, marks, log: bool, calls: int) -> str:
         parts.append(f"Not in the document, so not marked: {', '.join(missing)}.")
     if document.get("mean_ms") is not None:
         parts.append(f"Mean {_fmt(document['mean_ms'])} ms.")
+    conditions = _measurement_conditions(document)
+    if conditions:
+        parts.append(conditions)
     return " ".join(parts)
+
+
+def _measurement_conditions(document: dict) -> str:
+    """How isolated and how disturbed the measurement was, from a document that records it."""
+    isolation, calibration = document.get("isolation") or {}, document.get("calibration") or {}
+    if not isolation or not calibration:
+        return ""
+    where = f"pinned to CPU {isolation.get('cpu')}" if isolation.get("pinned") else "not pinned to a CPU"
+    blocks = (document.get("bootstrap") or {}).get("blocks")
+    text = f"Measured {where}, one thread, in {blocks} interleaved blocks; the intervals resample the blocks."
+    text += (
+        f" Calibration workload: median {_fmt(calibration.get('median_ms'))} ms "
+        f"(range {_fmt(calibration.get('min_ms'))} to {_fmt(calibration.get('max_ms'))} ms); "
+        f"{calibration.get('disturbed_blocks')} blocks disturbed, {calibration.get('remeasured_blocks')} re-measured, "
+        f"{calibration.get('still_disturbed_blocks')} still disturbed."
+    )
+    load = document.get("machine_load") or {}
+    if load.get("other_work_share") is not None:
+        text += (
+            f" Other work used {load['other_work_share']:.0%} of the pinned CPU and the hypervisor "
+            f"took {load['steal_share']:.0%}."
+        )
+    return text
 
 
 def _draw_latency(figure: Figure, edges, counts, *, marks, log: bool) -> None:

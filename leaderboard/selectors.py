@@ -253,3 +253,13 @@ def benchmark_time_span(benchmark: Benchmark) -> dict | None:
             span[split] = (times.min(), times.max()) if len(times) else (None, None)
         cache.set(key, span)
     return span
+
+
+def latency_calibrations_recent(*, host: str, limit: int) -> tuple[float, ...]:
+    """The calibration medians (ms) of the latest latency sessions on `host`, newest first."""
+    values = (
+        Report.objects.filter(evaluator="latency", error="", document__environment__host=host)
+        .order_by("-created_at")
+        .values_list("document__calibration__median_ms", flat=True)[:limit]
+    )
+    return tuple(float(value) for value in values if isinstance(value, (int, float)) and value > 0)

@@ -509,13 +509,24 @@ def report_record(
 
 
 def submission_resamples_store(submission: Submission, *, resample_values: dict[str, list]) -> None:
-    """Keep the sampled objectives on the benchmark's shared resamples, compactly, for paired ties."""
+    """Keep objectives' values on the benchmark's resamples, compactly, for paired ties.
+
+    Each phase stores its own objectives (evaluation, then latency and cost), so the keys given
+    replace theirs and the others' are kept.
+    """
     resamples = submission.benchmark.bootstrap_resamples
-    keys = [key for key, values in resample_values.items() if len(values) == resamples]
-    matrix = np.array(
-        [[np.nan if value is None else value for value in resample_values[key]] for key in keys], dtype=np.float32
-    ).reshape(len(keys), resamples)
-    Submission.objects.filter(pk=submission.pk).update(resamples=matrix.tobytes(), resample_keys=keys)
+    given = {key: values for key, values in resample_values.items() if len(values) == resamples}
+    with transaction.atomic():
+        locked = Submission.objects.select_for_update().only("resamples", "resample_keys").get(pk=submission.pk)
+        rows = {}
+        if locked.resamples and len(locked.resamples) == 4 * resamples * len(locked.resample_keys):
+            stored = np.frombuffer(bytes(locked.resamples), dtype=np.float32).reshape(-1, resamples)
+            rows = dict(zip(locked.resample_keys, stored))
+        for key, values in given.items():
+            rows[key] = np.array([np.nan if value is None else value for value in values], dtype=np.float32)
+        keys = list(rows)
+        matrix = np.array([rows[key] for key in keys], dtype=np.float32).reshape(len(keys), resamples)
+        Submission.objects.filter(pk=submission.pk).update(resamples=matrix.tobytes(), resample_keys=keys)
 
 
 def submission_latency_handoff(submission: Submission) -> None:

@@ -279,3 +279,20 @@ def baseline_in_sandbox(tmp_path, baseline, features: pd.DataFrame, *, limits, p
         predict=predict,
         probes=probes,
     )
+
+
+def repeated_work_regressor(repeats: int, width: int = 50_000) -> bytes:
+    """A regressor on 'age' that does the same work `repeats` times: sum(tanh(age * w_k)) over k,
+    each w_k `width` wide. Twice the repeats is twice the work per row, for latency tests."""
+    nodes, initializers, terms = [], [], []
+    for k in range(repeats):
+        initializers.append(constant(f"w{k}", np.linspace(0.001, 0.01, width).reshape(1, width)))
+        nodes += [
+            helper.make_node("MatMul", ["age", f"w{k}"], [f"product{k}"]),
+            helper.make_node("Tanh", [f"product{k}"], [f"squashed{k}"]),
+            helper.make_node("ReduceSum", [f"squashed{k}", "axes"], [f"term{k}"], keepdims=1),
+        ]
+        terms.append(f"term{k}")
+    initializers.append(constant("axes", [1], np.int64))
+    nodes.append(helper.make_node("Sum", terms, ["prediction"]))
+    return graph_model(nodes, [column_input()], [float_output()], initializers=initializers).SerializeToString()

@@ -11,6 +11,7 @@ fault and says so, so nobody is told to fix a model that was fine.
 """
 
 import logging
+import platform
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ import pandas as pd
 from django.conf import settings
 
 from evaluators.base import EvaluationInput, Evaluator, EvaluatorResult
+from evaluators.latency import MAX_SESSIONS
 from evaluators.probes import PROBE_NAMES
 from evaluators.registry import evaluator_get, evaluator_options
 from evaluators.sandbox import Limits, ModelFailure, SandboxRun, run_in_sandbox
@@ -36,6 +38,7 @@ from leaderboard.services import (
     submission_start,
     submission_succeed,
 )
+from leaderboard.selectors import latency_calibrations_recent
 from leaderboard.tables import table_from_parquet
 
 log = logging.getLogger(__name__)
@@ -109,10 +112,16 @@ def _evaluation_phase(submission: Submission) -> None:
 
 def _latency_phase(submission: Submission) -> None:
     test = _test_set(submission.benchmark)
-    base = _evaluation_input(submission, test)
+    # The model process runs on this machine, so this machine's recent sessions tell its spread.
+    base = replace(
+        _evaluation_input(submission, test),
+        machine_calibrations_ms=latency_calibrations_recent(host=platform.node(), limit=MAX_SESSIONS),
+        submission_seed=submission.pk.int % 2**63,
+    )
     evaluators = [e for e in _enabled_evaluators(submission.benchmark, queue="latency") if e.applies(base)]
     run = _sandbox_run(submission, test, base, evaluators, predict=False)
     data = replace(base, probes=run.probes)
+    resample_values: dict[str, list] = {}
     for position, evaluator in enumerate(evaluators):
         # The stage stays "latency" so a sweep after a lost worker re-sends this phase alone.
         submission_progress(submission, stage=Submission.LATENCY, progress=0.85 + 0.1 * position / len(evaluators))
@@ -120,7 +129,10 @@ def _latency_phase(submission: Submission) -> None:
             report.evaluator: {"metrics": report.metrics, "document": report.document}
             for report in submission.reports.filter(error="")
         }
-        _evaluator_record(submission, evaluator, replace(data, previous=previous), run)
+        result = _evaluator_record(submission, evaluator, replace(data, previous=previous), run)
+        if result is not None:
+            resample_values.update(_resampled_metrics(result))
+    submission_resamples_store(submission, resample_values=resample_values)
     submission_succeed(submission)
 
 

@@ -7,14 +7,31 @@ classifier without ``predict_proba``, runs ``predict``. Inputs are prepared befo
 single-row DataFrame, or one set of ONNX feeds, per distinct sampled row), so the timings hold
 the model's work and not Holdout's conversions.
 
+The figure should be the model's, not the machine's momentary load, so the measurement
+
+- runs pinned to one CPU (the one that was idlest just before) with every runtime on one thread
+  (onnxruntime's session is built so; scikit-learn's native pools are limited with threadpoolctl;
+  the sandbox sets the OpenMP and BLAS variables), so a serving core is what is measured;
+- is interleaved in ``blocks``: each block times a fixed calibration workload, then the same
+  cycle of single-row calls, then every batch size. Load that comes and goes then lands in some
+  blocks and not others, the evaluator bootstraps whole blocks for the intervals (calls inside a
+  block are not independent: noise comes in bursts), and the calibration says how fast the
+  machine was while each block ran;
+- re-measures a disturbed block: one whose calibration took more than ``disturbed_factor`` times
+  the median calibration of the session. Up to ``max_remeasured_blocks`` more blocks are timed,
+  each clean one replacing a disturbed one; the document records how many were disturbed,
+  re-measured and still disturbed at the end, and how busy the pinned CPU was with other work.
+
 Single-row calls follow a warm-up, each timed with ``perf_counter_ns`` while garbage collection
-is paused; rows cycle through a seeded sample of the test features. The number of calls adapts
-to the model: calls continue until SINGLE_ROW_SHARE of ``max_seconds`` is spent, never fewer
-than ``min_calls`` (the floor wins over the budget, so a slow model takes longer) and never more
-than ``max_calls``. Each batch size then gets an equal part of the rest, for at least one call.
+is paused; rows cycle through a seeded sample of the test features, from the same row in every
+block. A short pilot sizes the blocks: single-row calls take SINGLE_ROW_SHARE of ``max_seconds``
+and never fewer than ``min_calls`` in all (the floor wins over the budget, so a slow model takes
+longer) nor more than ``max_calls``; each batch size an equal part of the rest, at least one call
+per block.
 
 ``params`` (defaults and meanings in evaluators/latency.py's DEFAULT_OPTIONS): max_seconds,
-min_calls, max_calls, warmup_calls, batch_sizes, sample_rows and seed.
+blocks, min_calls, max_calls, warmup_calls, batch_sizes, sample_rows, disturbed_factor,
+max_remeasured_blocks and seed.
 
 The harness's own cost is the same loop timing a callable that does nothing. It is reported, not
 subtracted: latency distributions do not subtract, and on this loop it is well under 5% of the
@@ -25,8 +42,10 @@ import contextlib
 import functools
 import gc
 import importlib.metadata
+import math
 import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -35,6 +54,16 @@ from ..model_runner import predict_proba_method
 from . import ProbeResult
 
 SINGLE_ROW_SHARE = 0.6
+PILOT_CALLS = 20
+# The calibration workload: a fixed mix of interpreted Python and a numpy sort, about a
+# millisecond on a 2020s server core. It never changes, so its time says how fast the machine ran.
+CALIBRATION_LOOP = 20_000
+CALIBRATION_SORTS = 4
+CALIBRATION_ARRAY = np.arange(8192, dtype=np.float64)[::-1].copy()
+CALIBRATION_WORKLOAD = (
+    f"sum of i*i for i < {CALIBRATION_LOOP} in Python, then {CALIBRATION_SORTS} numpy sorts of "
+    f"{CALIBRATION_ARRAY.size} reversed float64 values"
+)
 _LIBRARIES = ("numpy", "pandas", "scikit-learn", "onnxruntime", "skops")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -44,51 +73,223 @@ def probe(model, features, params) -> ProbeResult:
     call_name, prepare, run = serving_call(model)
     rows = rng.choice(len(features), size=min(params["sample_rows"], len(features)), replace=False)
     inputs = [prepare(features.iloc[[row]]) for row in rows]
-    budget = _budget(params)
-    single_ns, single_elapsed = _single_row_timings(run, inputs, params, seconds=budget["single_row_seconds"])
-    seconds_per_batch_size = budget["seconds_per_batch_size"]
-    batches = [
-        batch_throughput(run, prepare(_batch(features, size, rng)), batch_size=size, seconds=seconds_per_batch_size)
-        for size in params["batch_sizes"]
-    ]
+    batch_inputs = [prepare(_batch(features, size, rng)) for size in params["batch_sizes"]]
+    pinning = pin_to_idlest_cpu()
+    with _single_threaded(model) as threads, _garbage_collection_paused():
+        timed_calls(run, inputs, seconds=0, min_calls=params["warmup_calls"], max_calls=params["warmup_calls"])
+        for batch_input in batch_inputs:
+            run(batch_input)
+        plan = _plan(run, inputs, batch_inputs, params)
+        cpu_before = cpu_counters(pinning["cpu"])
+        session = _measure_blocks(run, inputs, batch_inputs, plan, params)
+        load = machine_load(cpu_before, cpu_counters(pinning["cpu"]), own_cpu_ns=session.pop("own_cpu_ns"))
+    kept = session["kept"]
+    single_ns = np.concatenate([block["single_ns"] for block in kept])
     return ProbeResult(
         document={
             "serving_call": call_name,
-            "calls": len(single_ns),
-            "single_row_elapsed_seconds": single_elapsed,
+            "calls": int(single_ns.size),
+            "single_row_timed_seconds": session["single_row_seconds"],
             "warmup_calls": params["warmup_calls"],
             "distinct_rows": len(inputs),
             "seed": params["seed"],
-            "budget": budget,
-            "batches": batches,
-            "overhead": harness_overhead(inputs, calls=len(single_ns)),
+            "budget": plan,
+            "batches": _batch_totals(kept, params["batch_sizes"]),
+            "overhead": harness_overhead(inputs, calls=int(single_ns.size)),
+            "isolation": {**pinning, "threads": threads},
+            "calibration": session["calibration"],
+            "machine_load": load,
             "environment": environment(model),
         },
-        arrays={"single_ns": single_ns},
+        arrays={
+            "single_ns": single_ns,
+            # Which block each call belongs to (0..blocks-1), for the block bootstrap.
+            "single_block": np.concatenate([np.full(len(block["single_ns"]), i) for i, block in enumerate(kept)]),
+            # (blocks x batch sizes): the calls, wall and CPU nanoseconds of each block's batches.
+            "batch_calls": np.array([block["batch_calls"] for block in kept], dtype=np.int64),
+            "batch_wall_ns": np.array([block["batch_wall_ns"] for block in kept], dtype=np.int64),
+            "batch_cpu_ns": np.array([block["batch_cpu_ns"] for block in kept], dtype=np.int64),
+            "calibration_ns": np.array([block["calibration_ns"] for block in kept], dtype=np.int64),
+        },
     )
 
 
-def _budget(params: dict) -> dict:
-    single_row_seconds = SINGLE_ROW_SHARE * params["max_seconds"]
+def _plan(run, inputs: list, batch_inputs: list, params: dict) -> dict:
+    """How many calls each block makes, from a pilot of each kind of call."""
+    blocks = params["blocks"]
+    single_seconds = SINGLE_ROW_SHARE * params["max_seconds"]
+    per_call = np.median(timed_calls(run, inputs, seconds=0, min_calls=PILOT_CALLS, max_calls=PILOT_CALLS)) / 1e9
+    wanted = int(single_seconds / blocks / max(per_call, 1e-9))
+    calls_per_block = min(max(wanted, math.ceil(params["min_calls"] / blocks)), max(1, params["max_calls"] // blocks))
+    seconds_per_batch_size = (params["max_seconds"] - single_seconds) / len(batch_inputs)
+    batch_calls = []
+    for batch_input in batch_inputs:
+        start = time.perf_counter()
+        run(batch_input)
+        per_batch = time.perf_counter() - start
+        batch_calls.append(max(1, int(seconds_per_batch_size / blocks / max(per_batch, 1e-9))))
     return {
         "max_seconds": params["max_seconds"],
-        "single_row_seconds": single_row_seconds,
-        "seconds_per_batch_size": (params["max_seconds"] - single_row_seconds) / len(params["batch_sizes"]),
+        "single_row_seconds": single_seconds,
+        "seconds_per_batch_size": seconds_per_batch_size,
         "min_calls": params["min_calls"],
         "max_calls": params["max_calls"],
+        "blocks": blocks,
+        "single_calls_per_block": calls_per_block,
+        "batch_calls_per_block": dict(zip(map(str, params["batch_sizes"]), batch_calls)),
+        "pilot_seconds_per_call": float(per_call),
     }
 
 
-def _single_row_timings(run, inputs: list, params: dict, *, seconds: float) -> tuple[np.ndarray, float]:
-    """Each call's nanoseconds after the warm-up, and the seconds the timed calls took in all."""
-    warmup = params["warmup_calls"]
-    with _garbage_collection_paused():
-        timed_calls(run, inputs, seconds=0, min_calls=warmup, max_calls=warmup)
-        started = time.perf_counter()
-        timings = timed_calls(
-            run, inputs, seconds=seconds, min_calls=params["min_calls"], max_calls=params["max_calls"]
+def _measure_blocks(run, inputs: list, batch_inputs: list, plan: dict, params: dict) -> dict:
+    """The planned blocks, then replacements for disturbed ones (bounded); see the module docstring."""
+    batch_calls = list(plan["batch_calls_per_block"].values())
+    started_cpu = time.thread_time_ns()
+    measured = [
+        _block(run, inputs, batch_inputs, plan["single_calls_per_block"], batch_calls) for _ in range(plan["blocks"])
+    ]
+    reference = float(np.median([block["calibration_ns"] for block in measured]))
+    limit = params["disturbed_factor"] * reference
+    kept = list(measured)
+    remeasured = 0
+    while remeasured < params["max_remeasured_blocks"]:
+        disturbed = [i for i, block in enumerate(kept) if block["calibration_ns"] > limit]
+        if not disturbed:
+            break
+        block = _block(run, inputs, batch_inputs, plan["single_calls_per_block"], batch_calls)
+        measured.append(block)
+        remeasured += 1
+        if block["calibration_ns"] <= limit:
+            worst = max(disturbed, key=lambda i: kept[i]["calibration_ns"])
+            kept[worst] = block
+    all_calibrations = np.array([block["calibration_ns"] for block in measured]) / 1e6
+    kept_calibrations = np.array([block["calibration_ns"] for block in kept]) / 1e6
+    return {
+        "kept": kept,
+        "own_cpu_ns": time.thread_time_ns() - started_cpu,
+        "single_row_seconds": sum(block["single_ns"].sum() for block in kept) / 1e9,
+        "calibration": {
+            "workload": CALIBRATION_WORKLOAD,
+            "median_ms": reference / 1e6,
+            "min_ms": float(all_calibrations.min()),
+            "max_ms": float(all_calibrations.max()),
+            "kept_ms": kept_calibrations.tolist(),
+            "disturbed_factor": params["disturbed_factor"],
+            "disturbed_blocks": int((all_calibrations[: plan["blocks"]] * 1e6 > limit).sum()),
+            "remeasured_blocks": remeasured,
+            "max_remeasured_blocks": params["max_remeasured_blocks"],
+            "still_disturbed_blocks": int((kept_calibrations * 1e6 > limit).sum()),
+        },
+    }
+
+
+def _block(run, inputs: list, batch_inputs: list, single_calls: int, batch_calls: list[int]) -> dict:
+    calibration_ns = calibration()
+    switches_before = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+    single_ns = timed_calls(run, inputs, seconds=0, min_calls=single_calls, max_calls=single_calls)
+    walls, cpus = [], []
+    for batch_input, calls in zip(batch_inputs, batch_calls):
+        wall_start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
+        for _ in range(calls):
+            run(batch_input)
+        walls.append(time.perf_counter_ns() - wall_start)
+        cpus.append(time.thread_time_ns() - cpu_start)
+    return {
+        "calibration_ns": calibration_ns,
+        "single_ns": single_ns,
+        "batch_calls": batch_calls,
+        "batch_wall_ns": walls,
+        "batch_cpu_ns": cpus,
+        "involuntary_switches": resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - switches_before,
+    }
+
+
+def calibration() -> int:
+    """Nanoseconds the fixed calibration workload takes now."""
+    start = time.perf_counter_ns()
+    total = 0
+    for i in range(CALIBRATION_LOOP):
+        total += i * i
+    for _ in range(CALIBRATION_SORTS):
+        np.sort(CALIBRATION_ARRAY)
+    return time.perf_counter_ns() - start
+
+
+def _batch_totals(blocks: list[dict], batch_sizes: list[int]) -> list[dict]:
+    totals = []
+    for column, size in enumerate(batch_sizes):
+        calls = sum(block["batch_calls"][column] for block in blocks)
+        wall = sum(block["batch_wall_ns"][column] for block in blocks) / 1e9
+        cpu = sum(block["batch_cpu_ns"][column] for block in blocks) / 1e9
+        rows = calls * size
+        totals.append(
+            {
+                "batch_size": size,
+                "calls": calls,
+                "rows": rows,
+                "wall_seconds": wall,
+                "cpu_seconds": cpu,
+                "rows_per_s": rows / wall,
+                "wall_seconds_per_row": wall / rows,
+                "cpu_seconds_per_row": cpu / rows,
+            }
         )
-        return timings, time.perf_counter() - started
+    return totals
+
+
+def pin_to_idlest_cpu() -> dict:
+    """Pin this process to the CPU of its affinity set that other work used least over 50 ms."""
+    allowed = sorted(os.sched_getaffinity(0))
+    before = {cpu: cpu_counters(cpu) for cpu in allowed}
+    time.sleep(0.05)
+    busy = {cpu: _busy_ticks(cpu_counters(cpu)) - _busy_ticks(before[cpu]) for cpu in allowed}
+    cpu = min(allowed, key=lambda candidate: (busy[candidate], candidate))
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as error:
+        return {"pinned": False, "cpu": None, "allowed_cpus": allowed, "reason": str(error)}
+    return {"pinned": True, "cpu": cpu, "allowed_cpus": allowed}
+
+
+def cpu_counters(cpu: int | None) -> list[int] | None:
+    """The kernel's tick counters of one CPU (user, nice, system, idle, iowait, irq, softirq, steal)."""
+    if cpu is None:
+        return None
+    try:
+        with open("/proc/stat") as stat:
+            for line in stat:
+                if line.startswith(f"cpu{cpu} "):
+                    return [int(value) for value in line.split()[1:9]]
+    except OSError:
+        pass
+    return None
+
+
+def _busy_ticks(counters: list[int] | None) -> int:
+    if counters is None:
+        return 0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = counters
+    return user + nice + system + irq + softirq + steal
+
+
+def machine_load(before: list[int] | None, after: list[int] | None, *, own_cpu_ns: int) -> dict:
+    """How busy the pinned CPU was while the blocks ran: with others' work, and with the hypervisor's
+    (steal: time a virtual CPU wanted to run and the host ran someone else)."""
+    load = {"load_average": list(os.getloadavg())}
+    if before is None or after is None:
+        return {**load, "pinned_cpu_counters": None}
+    ticks = [b - a for a, b in zip(before, after)]
+    total = sum(ticks)
+    if total <= 0:
+        return {**load, "pinned_cpu_counters": None}
+    tick_seconds = 1 / os.sysconf("SC_CLK_TCK")
+    busy_seconds = (_busy_ticks(after) - _busy_ticks(before) - ticks[7]) * tick_seconds
+    return {
+        **load,
+        "pinned_cpu_seconds": total * tick_seconds,
+        "other_work_share": max(0.0, busy_seconds - own_cpu_ns / 1e9) / (total * tick_seconds),
+        "steal_share": ticks[7] / total,
+    }
 
 
 def harness_overhead(inputs: list, *, calls: int) -> dict:
@@ -122,6 +323,24 @@ def _nothing(_input) -> None:
 
 
 @contextlib.contextmanager
+def _single_threaded(model):
+    """Every native pool of the process on one thread while timing; yields what was set."""
+    if model.format == "onnx":
+        options = model.session.get_session_options()
+        yield {
+            "onnxruntime": {
+                "intra_op_num_threads": options.intra_op_num_threads,
+                "inter_op_num_threads": options.inter_op_num_threads,
+            }
+        }
+        return
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield {"native_pools": [{"api": pool["internal_api"], "num_threads": pool["num_threads"]} for pool in threadpool_info()]}
+
+
+@contextlib.contextmanager
 def _garbage_collection_paused():
     """A collection in the middle of a call would be charged to the model. Collecting first
     keeps the garbage of one phase from piling up through the next, paused, one."""
@@ -152,30 +371,6 @@ def timed_calls(run, inputs: list, *, seconds: float, min_calls: int, max_calls:
     return timings[:calls]
 
 
-def batch_throughput(run, batch_input, *, batch_size: int, seconds: float) -> dict:
-    """Calls on one prepared batch until `seconds` have passed (at least one, after a warm-up)."""
-    with _garbage_collection_paused():
-        run(batch_input)
-        calls = 0
-        wall_start, cpu_start = time.perf_counter_ns(), time.process_time_ns()
-        deadline = wall_start + int(seconds * 1e9)
-        while calls == 0 or time.perf_counter_ns() < deadline:
-            run(batch_input)
-            calls += 1
-        wall_ns, cpu_ns = time.perf_counter_ns() - wall_start, time.process_time_ns() - cpu_start
-    rows = calls * batch_size
-    return {
-        "batch_size": batch_size,
-        "calls": calls,
-        "rows": rows,
-        "wall_seconds": wall_ns / 1e9,
-        "cpu_seconds": cpu_ns / 1e9,
-        "rows_per_s": rows / (wall_ns / 1e9),
-        "wall_seconds_per_row": wall_ns / 1e9 / rows,
-        "cpu_seconds_per_row": cpu_ns / 1e9 / rows,
-    }
-
-
 def _batch(features, size: int, rng: np.random.Generator):
     rows = rng.choice(len(features), size=size, replace=size > len(features))
     return features.iloc[rows]
@@ -183,27 +378,14 @@ def _batch(features, size: int, rng: np.random.Generator):
 
 def environment(model) -> dict:
     """What the figures depend on besides the model, recorded beside them."""
-    threads = {"environment": {name: os.environ.get(name) for name in _THREAD_VARIABLES}}
-    if model.format == "onnx":
-        options = model.session.get_session_options()
-        threads["onnxruntime"] = {
-            "intra_op_num_threads": options.intra_op_num_threads,
-            "inter_op_num_threads": options.inter_op_num_threads,
-        }
-    else:
-        from threadpoolctl import threadpool_info
-
-        threads["native_pools"] = [
-            {"api": pool["internal_api"], "num_threads": pool["num_threads"]} for pool in threadpool_info()
-        ]
     return {
+        "host": platform.node(),
         "cpu_model": _cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "libraries": {name: _version(name) for name in _LIBRARIES},
-        "threads": threads,
+        "thread_variables": {name: os.environ.get(name) for name in _THREAD_VARIABLES},
         "clock": "time.perf_counter_ns",
         "clock_resolution_ns": time.get_clock_info("perf_counter").resolution * 1e9,
         "garbage_collection": "paused while timing",
