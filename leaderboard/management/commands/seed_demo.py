@@ -20,8 +20,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--quick", action="store_true", help="smaller baselines and data, for tests")
         parser.add_argument("--admin-password", default="demo", help="password of the 'demo' staff user")
+        parser.add_argument(
+            "--benchmarks", default="adult,lending", help="which demo benchmarks to seed, comma-separated"
+        )
 
-    def handle(self, *args, quick: bool = False, admin_password: str = "demo", **options):
+    def handle(self, *args, quick: bool = False, admin_password: str = "demo", benchmarks: str = "adult,lending", **options):
         users = get_user_model()
         if not users.objects.filter(username="demo").exists():
             users.objects.create_superuser("demo", "demo@example.com", admin_password)
@@ -32,8 +35,11 @@ class Command(BaseCommand):
             (ADULT_SPEC, adult_dataset),
             (LENDING_SPEC, lambda: lending_dataset(**({"n_train": 4000, "n_test": 4800} if quick else {}))),
         ]
+        wanted = {slug.strip() for slug in benchmarks.split(",")}
         for spec, dataset in demos:
             slug = spec["slug"]
+            if slug not in wanted:
+                continue
             if Benchmark.objects.filter(slug=slug).exists():
                 self.stdout.write(f"Benchmark '{slug}' exists; leaving it as it is.")
                 continue
