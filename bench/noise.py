@@ -102,6 +102,8 @@ def wait_for(port: int, token: str, ids: list[str]) -> list[dict]:
                 headers={"Authorization": f"Token {token}"},
                 timeout=10,
             ).json()
+            if "status" not in body:
+                raise SystemExit(f"GET submission {submission_id}: {body}")
             if body["status"] in ("succeeded", "failed"):
                 done[submission_id] = body
         if time.monotonic() > deadline:
@@ -128,7 +130,7 @@ def baseline_ids(env: dict) -> list[str]:
         "from leaderboard.models import Submission\n"
         "print(' '.join(str(pk) for pk in Submission.objects.filter(is_baseline=True).values_list('pk', flat=True)))",
     )
-    return output.split()
+    return output.strip().splitlines()[-1].split()  # the shell's own notices come first
 
 
 def round_of_copies(port: int, token: str, copies: dict, n: int, label: str) -> dict[str, list[dict]]:

@@ -54,6 +54,8 @@ DEFAULT_OPTIONS = {
 # Recent sessions whose calibrations estimate the machine's session-to-session spread.
 MIN_SESSIONS = 5
 MAX_SESSIONS = 50
+# A session whose calibration median is this many times the machine's recent median is measured again, once.
+SESSION_DISTURBED_FACTOR = 1.3
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 METRIC_PERCENTILES = {f"latency_{name}_ms": name for name in ("p50", "p90", "p95", "p99")}
 # Bounds one chunk of resampled calls to about 32 MB of float64.
@@ -104,6 +106,7 @@ class LatencyEvaluator:
             samples_ms, percentiles, intervals, measured.document, options=options, resamples=data.resamples, seed=data.seed
         )
         document["session_spread"] = session
+        document["session_remeasured"] = measured.document.get("session_remeasured")
         document["resample_values"] = {key: resampled[name].tolist() for key, name in metric_names.items()}
         # Cost recomputes its figure on the same resamples (evaluators/cost.py).
         document["best_batch_resamples"] = {
@@ -177,6 +180,13 @@ def measured_blocks(arrays: dict, batch_sizes: list[int]) -> dict:
         "batch_cpu_ns": arrays["batch_cpu_ns"],
         "row_counts": np.asarray(batch_sizes),  # rows per call of each batch size
     }
+
+
+def session_disturbed(outcome, recent_ms, *, factor: float = SESSION_DISTURBED_FACTOR) -> bool:
+    """Whether a whole session's calibration ran `factor` times slower than this machine's recent median."""
+    if outcome is None or outcome.document is None or len(recent_ms) < MIN_SESSIONS:
+        return False
+    return outcome.document["calibration"]["median_ms"] > factor * float(np.median(recent_ms))
 
 
 def session_spread(recent_ms, *, current_ms: float, floor: float) -> dict:

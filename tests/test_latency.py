@@ -21,6 +21,7 @@ from evaluators.latency import (
     LatencyEvaluator,
     block_bootstrap,
     measured_blocks,
+    session_disturbed,
     session_spread,
     with_session_factor,
 )
@@ -407,9 +408,11 @@ def test_a_model_doing_the_work_twice_is_significantly_slower(tmp_path, census):
     features = census[0][["age"]].astype(np.float32)
     once = latency_in_sandbox(tmp_path, factories.repeated_work_regressor(1), "once", features)
     twice = latency_in_sandbox(tmp_path, factories.repeated_work_regressor(2), "twice", features)
-    for key in ("latency_p50_ms", "latency_p99_ms"):
-        difference = np.subtract(twice.document["resample_values"][key], once.document["resample_values"][key])
-        assert np.percentile(difference, 2.5) > 0, key
+    # The median call: the tail of a shared machine can swallow a factor of two, and is not asserted.
+    difference = np.subtract(
+        twice.document["resample_values"]["latency_p50_ms"], once.document["resample_values"]["latency_p50_ms"]
+    )
+    assert np.percentile(difference, 2.5) > 0
     assert twice.metrics["latency_p50_ms"] > 1.5 * once.metrics["latency_p50_ms"]
     throughput = np.subtract(
         once.document["resample_values"]["throughput_rows_per_s"],
@@ -441,3 +444,25 @@ def test_the_document_says_where_the_session_spread_came_from(onnx_probe):
     result = LatencyEvaluator().evaluate(replace(data, machine_calibrations_ms=(1.0, 1.1, 0.9, 1.2, 1.05)))
     assert result.document["session_spread"]["sessions"] == 6
     assert "recent latency sessions" in result.document["session_spread"]["source"]
+
+
+def test_a_session_is_disturbed_when_its_calibration_runs_much_slower_than_the_machines_recent_ones():
+    def outcome(median_ms):
+        return ProbeOutcome({"calibration": {"median_ms": median_ms}}, {}, None, 1.0)
+
+    recent = (2.0, 2.1, 1.9, 2.0, 2.2)
+    assert session_disturbed(outcome(2.7), recent) and not session_disturbed(outcome(2.5), recent)
+    assert not session_disturbed(outcome(9.0), recent[:3])  # too little history to judge
+    assert not session_disturbed(None, recent)
+
+
+def test_of_two_sessions_the_calmer_one_is_kept_and_records_both():
+    from evaluators.sandbox import SandboxRun
+    from workers.evaluation import _session_calmer
+
+    def run(median_ms):
+        return SandboxRun(None, {"latency": ProbeOutcome({"calibration": {"median_ms": median_ms}}, {}, None, 1.0)})
+
+    kept = _session_calmer(run(3.0), run(2.0))
+    assert kept.probes["latency"].document["calibration"]["median_ms"] == 2.0
+    assert kept.probes["latency"].document["session_remeasured"] == {"calibration_medians_ms": [3.0, 2.0], "kept": 1}

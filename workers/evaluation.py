@@ -23,7 +23,7 @@ import pandas as pd
 from django.conf import settings
 
 from evaluators.base import EvaluationInput, Evaluator, EvaluatorResult
-from evaluators.latency import MAX_SESSIONS
+from evaluators.latency import MAX_SESSIONS, session_disturbed
 from evaluators.probes import PROBE_NAMES
 from evaluators.registry import evaluator_get, evaluator_options
 from evaluators.sandbox import Limits, ModelFailure, SandboxRun, run_in_sandbox
@@ -120,6 +120,10 @@ def _latency_phase(submission: Submission) -> None:
     )
     evaluators = [e for e in _enabled_evaluators(submission.benchmark, queue="latency") if e.applies(base)]
     run = _sandbox_run(submission, test, base, evaluators, predict=False)
+    if session_disturbed(run.probes.get("latency"), base.machine_calibrations_ms):
+        # The whole session ran on a slow or busy machine: once more, and the calmer one is kept.
+        again = _sandbox_run(submission, test, base, evaluators, predict=False)
+        run = _session_calmer(run, again)
     data = replace(base, probes=run.probes)
     resample_values: dict[str, list] = {}
     for position, evaluator in enumerate(evaluators):
@@ -134,6 +138,21 @@ def _latency_phase(submission: Submission) -> None:
             resample_values.update(_resampled_metrics(result))
     submission_resamples_store(submission, resample_values=resample_values)
     submission_succeed(submission)
+
+
+def _session_calmer(first: SandboxRun, second: SandboxRun) -> SandboxRun:
+    """Of two latency sessions, the one whose calibration ran fastest; its document records both."""
+    calibrations = [_calibration_median(run) for run in (first, second)]
+    kept = second if calibrations[1] is not None and (calibrations[0] is None or calibrations[1] < calibrations[0]) else first
+    outcome = kept.probes["latency"]
+    if outcome.document is not None:
+        outcome.document["session_remeasured"] = {"calibration_medians_ms": calibrations, "kept": [first, second].index(kept)}
+    return kept
+
+
+def _calibration_median(run: SandboxRun) -> float | None:
+    outcome = run.probes.get("latency")
+    return None if outcome is None or outcome.document is None else outcome.document["calibration"]["median_ms"]
 
 
 def _resampled_metrics(result: EvaluatorResult) -> dict[str, list]:
