@@ -47,6 +47,10 @@ class InputMismatch(Exception):
     """The model's inputs do not fit the benchmark's features; the message is user-facing."""
 
 
+class BudgetExceeded(Exception):
+    """A probe passed the safety limit of its options; the message is user-facing and names the option."""
+
+
 @dataclass
 class Prediction:
     labels: Any
@@ -275,8 +279,8 @@ def _plain_values(values) -> np.ndarray:
 def _failure(error: Exception, stage: str) -> dict:
     if isinstance(error, MemoryError) or any(marker in str(error) for marker in MEMORY_MARKERS):
         return {"status": "failed", "out_of_memory": True}
-    if isinstance(error, InputMismatch):
-        # Holdout's own explanation, which names every column: kept whole.
+    if isinstance(error, InputMismatch | BudgetExceeded):
+        # Holdout's own explanation, which names the columns or the option to change: kept whole.
         return {"status": "failed", "out_of_memory": False, "message": str(error)}
     message = f"the model failed while {stage}: {type(error).__name__}: {error}"
     if len(message) > MAX_MESSAGE_CHARS:

@@ -469,8 +469,6 @@ def _methodology(stored: Report, interpretability: Report | None, metric_order: 
         {"library": name, "version": versions.get(name)} for name in ("fairlearn", "scikit-learn", "numpy", "pandas")
     ]
     explained = interpretability.document if interpretability is not None and not interpretability.error else None
-    if explained is not None:
-        libraries.append({"library": "shap", "version": explained.get("shap_version")})
     return {
         "test_rows": document["rows"],
         "primary_metric": document["primary_metric"],
@@ -506,18 +504,19 @@ def _explainer_method(document: dict | None) -> dict | None:
         return None
     keys = (
         "explainer",
-        "shap_explainer",
+        "method",
         "feature_perturbation",
+        "output",
+        "rows_explained",
+        "seed",
         "background",
         "background_rows_used",
-        "mapping",
-        "output",
-        "rows_requested",
-        "rows_explained",
-        "stopped_early",
+        "permutations",
+        "evaluations_per_row",
+        "tolerance",
+        "seconds",
         "budget",
         "resamples",
-        "seed",
         "additivity",
     )
     return {key: document.get(key) for key in keys}

@@ -1,22 +1,23 @@
+import itertools
+import math
+
 import numpy as np
 import onnxruntime
 import pandas as pd
 import pytest
-import shap
-from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.linear_model import LinearRegression
 
 from evaluators.base import EvaluationInput, EvaluatorError
 from evaluators.interpretability import (
     DEFAULT_OPTIONS,
+    FORMAT_TOLERANCE,
     InterpretabilityEvaluator,
     sensitive_attribution_share,
     shap_features_90,
 )
 from evaluators.model_runner import OnnxModel, SkopsModel
-from evaluators.probes.explain import probe
+from evaluators.probes.explain import permutation_shapley, probe
 from evaluators.sandbox import Limits, ProbeOutcome
 from leaderboard.demo.baselines import onnx_inputs
 from leaderboard.demo.synthetic import ADULT_SPEC
@@ -51,28 +52,6 @@ def params(**overrides) -> dict:
     }
 
 
-def input_column_of(model_column: str, columns: list[str]) -> str:
-    """scikit-learn's own name for a model column ('text__education_Masters', 'remainder__age')
-    read back to the input column it came from."""
-    name = model_column.split("__", 1)[1]
-    if name in columns:
-        return name
-    (column,) = [column for column in columns if name.startswith(column + "_")]
-    return column
-
-
-def shaps_own_tree_attributions(pipeline, features: pd.DataFrame, rows, positive: int) -> np.ndarray:
-    """shap's TreeExplainer on the pipeline's final model, summed per input column by name."""
-    transformed = pipeline[:-1].transform(features.iloc[rows])
-    transformed = np.asarray(transformed.toarray() if hasattr(transformed, "toarray") else transformed, float)
-    values = shap.TreeExplainer(pipeline[-1], feature_perturbation="tree_path_dependent").shap_values(transformed)
-    if values.ndim == 3:
-        values = values[:, :, positive]
-    columns = list(features.columns)
-    owners = [columns.index(input_column_of(name, columns)) for name in pipeline[:-1].get_feature_names_out()]
-    return values @ np.eye(len(columns))[owners]
-
-
 def assert_adds_up(result):
     arrays = result.arrays
     np.testing.assert_allclose(arrays["base_values"] + arrays["values"].sum(axis=1), arrays["outputs"], atol=1e-9)
@@ -80,36 +59,182 @@ def assert_adds_up(result):
     assert result.document["additivity"]["max_abs_error"] < 1e-9
 
 
-@pytest.mark.parametrize("fragment", ["skops:Random forest", "skops:Gradient boosting"])
-def test_adult_tree_baselines_get_shaps_own_tree_attributions_per_input_column(
-    tmp_path, adult_baselines, adult_features, fragment
+# --- The estimator -------------------------------------------------------------------------
+
+
+def exact_shapley(function, row: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Interventional Shapley values by their definition: every coalition of columns, weighted."""
+    d = len(row)
+
+    def value(coalition) -> float:
+        masked = background.copy()
+        masked[:, list(coalition)] = row[list(coalition)]
+        return function(masked).mean()
+
+    values = np.zeros(d)
+    for j in range(d):
+        others = [k for k in range(d) if k != j]
+        for size in range(d):
+            weight = math.factorial(size) * math.factorial(d - size - 1) / math.factorial(d)
+            for coalition in itertools.combinations(others, size):
+                values[j] += weight * (value((*coalition, j)) - value(coalition))
+    return values
+
+
+def small_game(seed: int):
+    """Integer rows and background of four columns (with repeated values, as codes have)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 4, (3, 4)), rng.integers(0, 4, (25, 4))
+
+
+def nonlinear(codes: np.ndarray) -> np.ndarray:
+    x = codes.astype(float)
+    return np.tanh(x[:, 0] * x[:, 1] - x[:, 2]) * (1 + x[:, 3]) ** 0.5 + x[:, 0] * x[:, 2] * x[:, 3]
+
+
+def pairwise(codes: np.ndarray) -> np.ndarray:
+    x = codes.astype(float)
+    return x[:, 0] * x[:, 1] - 2 * x[:, 2] + 0.5 * x[:, 1] * x[:, 3] + x[:, 3] ** 2
+
+
+def test_every_ordering_gives_the_exact_shapley_values_of_any_model():
+    rows, background = small_game(0)
+    every = np.array(list(itertools.permutations(range(4))))
+    orderings = np.broadcast_to(every, (len(rows), *every.shape))
+    values, base_value, _ = permutation_shapley(nonlinear, background, rows, orderings)
+    expected = np.array([exact_shapley(nonlinear, row, background) for row in rows])
+    np.testing.assert_allclose(values[:, :, 0], expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(base_value, [nonlinear(background).mean()])
+
+
+def test_one_antithetic_ordering_is_exact_for_a_model_with_pairwise_interactions_only():
+    rows, background = small_game(1)
+    orderings = np.random.default_rng(2).random((len(rows), 1, 4)).argsort(axis=2)
+    values, _, _ = permutation_shapley(pairwise, background, rows, orderings)
+    expected = np.array([exact_shapley(pairwise, row, background) for row in rows])
+    np.testing.assert_allclose(values[:, :, 0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_each_distinct_masked_row_is_predicted_once():
+    rows, background = small_game(3)
+    orderings = np.random.default_rng(4).random((len(rows), 2, 4)).argsort(axis=2)
+    predicted = []
+
+    def counting(codes):
+        predicted.append(codes)
+        return nonlinear(codes)
+
+    _, _, count = permutation_shapley(counting, background, rows, orderings)
+    (codes,) = predicted
+    assert count == len(codes) == len(np.unique(codes, axis=0))
+    # Every background row and every explained row is among them: the passes' two ends.
+    assert {tuple(r) for r in np.concatenate([rows, background])} <= {tuple(r) for r in codes}
+
+
+# --- One explainer, one scale, for every format ---------------------------------------------
+
+
+def test_the_demo_logistic_regression_is_explained_on_its_probability_of_the_positive_class(
+    tmp_path, adult_baselines, adult_features
 ):
-    model = loaded(tmp_path, baseline_named(adult_baselines, fragment).data)
+    model = loaded(tmp_path, baseline_named(adult_baselines, "skops:Logistic regression").data)
     result = probe(model, adult_features, params())
-    rows = result.arrays["rows"]
-    positive = list(model.estimator.classes_).index(">50K")
-    expected = shaps_own_tree_attributions(model.estimator, adult_features, rows, positive)
-    assert result.document["explainer"] == "tree"
-    assert result.document["feature_perturbation"] == "tree_path_dependent"
-    assert result.document["mapping"] == "one model column per input column"
-    assert result.document["columns"] == list(adult_features.columns)
+    document = result.document
+    assert document["explainer"] == "permutation" and document["feature_perturbation"] == "interventional"
+    assert document["output"] == {"kind": "probability", "of": "the positive class", "class": ">50K"}
+    assert document["rows_explained"] == 40 and document["background_rows_used"] == DEFAULT_OPTIONS["background_rows"]
+    assert document["permutations"] == DEFAULT_OPTIONS["permutations"]
+    assert document["evaluations_per_row"] == DEFAULT_OPTIONS["permutations"] * 2 * len(adult_features.columns)
     assert result.arrays["values"].shape == (40, len(adult_features.columns))
-    np.testing.assert_allclose(result.arrays["values"], expected, rtol=1e-10, atol=1e-12)
+    explained = adult_features.iloc[result.arrays["rows"]]
+    np.testing.assert_allclose(result.arrays["outputs"], model.estimator.predict_proba(explained)[:, 1])
     assert_adds_up(result)
 
 
-def test_a_forest_behind_a_one_hot_encoder_gets_each_input_columns_sum_of_shaps_own_attributions(tmp_path):
-    features, labels = factories.census(n_rows=300, seed=1)
-    pipeline = factories.random_forest(features, labels)
-    result = probe(loaded(tmp_path, factories.skops_bytes(pipeline)), features, params())
-    expected = shaps_own_tree_attributions(pipeline, features, result.arrays["rows"], positive=1)
-    assert result.document["explainer"] == "tree"
-    assert result.document["mapping"] == "sum of each input column's model columns"
-    assert result.document["model_columns"] > len(features.columns)
-    np.testing.assert_allclose(result.arrays["values"], expected, rtol=1e-10, atol=1e-12)
-    explained = features.iloc[result.arrays["rows"]]
-    np.testing.assert_allclose(result.arrays["outputs"], pipeline.predict_proba(explained)[:, 1])
+def test_the_onnx_baseline_keeps_its_text_columns_as_text(tmp_path, adult_baselines, adult_features):
+    data = baseline_named(adult_baselines, "onnx:").data
+    result = probe(loaded(tmp_path, data, artifact_format="onnx"), adult_features, params(max_rows=5))
+    assert result.document["output"] == {"kind": "probability", "of": "the positive class", "class": ">50K"}
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    _, probabilities = session.run(None, onnx_inputs(adult_features.iloc[result.arrays["rows"]]))
+    np.testing.assert_allclose(result.arrays["outputs"], probabilities[:, 1])
+    # The text columns matter to the model, so they were varied as text, not as numbers.
+    text_columns = [c for c in adult_features.columns if not pd.api.types.is_numeric_dtype(adult_features[c])]
+    assert np.abs(result.arrays["values"][:, [result.document["columns"].index(c) for c in text_columns]]).sum() > 0
     assert_adds_up(result)
+
+
+def assert_equal_objectives(skops_result, onnx_result, sensitive: pd.DataFrame):
+    """Both artifacts' attributions and objectives agree within the module's stated tolerance."""
+    for key in ("rows", "values", "base_values", "outputs"):
+        np.testing.assert_allclose(onnx_result.arrays[key], skops_result.arrays[key], rtol=0, atol=FORMAT_TOLERANCE)
+    evaluator = InterpretabilityEvaluator()
+    reports = [
+        evaluator.evaluate(evaluation_input(sensitive=sensitive, probes={"explain": outcome_of(result)}))
+        for result in (skops_result, onnx_result)
+    ]
+    skops_report, onnx_report = reports
+    assert onnx_report.metrics["shap_features_90"] == skops_report.metrics["shap_features_90"]
+    assert onnx_report.intervals["shap_features_90"] == skops_report.intervals["shap_features_90"]
+    share = "sensitive_attribution_share"
+    assert skops_report.metrics[share] > 0
+    assert onnx_report.metrics[share] == pytest.approx(skops_report.metrics[share], rel=0, abs=FORMAT_TOLERANCE)
+    np.testing.assert_allclose(onnx_report.intervals[share], skops_report.intervals[share], atol=FORMAT_TOLERANCE)
+    assert onnx_report.document["output"] == skops_report.document["output"]
+    assert onnx_report.document["tolerance"]["between_formats"] == FORMAT_TOLERANCE
+
+
+def outcome_of(result) -> ProbeOutcome:
+    return ProbeOutcome(result.document, result.arrays, None, result.document["seconds"])
+
+
+def test_the_skops_and_onnx_copies_of_the_demo_logistic_regression_get_equal_objectives(
+    tmp_path, adult_baselines, adult_frames, adult_features
+):
+    skops_model = loaded(tmp_path, baseline_named(adult_baselines, "skops:Logistic regression").data)
+    onnx_model = loaded(tmp_path, baseline_named(adult_baselines, "onnx:").data, artifact_format="onnx")
+    budget = params(max_rows=DEFAULT_OPTIONS["max_rows"])
+    results = [probe(model, adult_features, budget) for model in (skops_model, onnx_model)]
+    assert_equal_objectives(*results, sensitive=adult_frames[1][ADULT_SPEC["sensitive_columns"]])
+
+
+def test_the_skops_and_onnx_copies_of_a_random_forest_get_equal_objectives(tmp_path):
+    features, labels = factories.census(n_rows=600, seed=1)
+    forest = factories.random_forest(features, labels)
+    test, _ = factories.census(n_rows=400, seed=2)
+    skops_model = loaded(tmp_path, factories.skops_bytes(forest))
+    onnx_model = loaded(tmp_path, factories.onnx_from_pipeline(forest, features), artifact_format="onnx")
+    results = [probe(model, test, params(max_rows=100)) for model in (skops_model, onnx_model)]
+    np.testing.assert_allclose(
+        results[0].arrays["outputs"], forest.predict_proba(test.iloc[results[0].arrays["rows"]])[:, 1]
+    )
+    sensitive = pd.DataFrame({"education": test.education, "occupation": test.occupation})
+    assert_equal_objectives(*results, sensitive=sensitive)
+
+
+def test_a_second_run_on_the_same_artifact_gives_identical_numbers(
+    tmp_path, adult_baselines, adult_frames, adult_features
+):
+    data = baseline_named(adult_baselines, "skops:Gradient boosting").data
+    first, second = (probe(loaded(tmp_path, data), adult_features, params()) for _ in range(2))
+    for key in ("rows", "values", "base_values", "outputs"):
+        np.testing.assert_array_equal(second.arrays[key], first.arrays[key])
+    sensitive = adult_frames[1][ADULT_SPEC["sensitive_columns"]]
+    reports = [
+        InterpretabilityEvaluator().evaluate(evaluation_input(sensitive=sensitive, probes={"explain": outcome_of(r)}))
+        for r in (first, second)
+    ]
+    assert reports[1].metrics == reports[0].metrics and reports[1].intervals == reports[0].intervals
+    # Another seed draws other rows and orderings: the seed, not chance, is what repeats.
+    other = probe(loaded(tmp_path, data), adult_features, params(seed=SEED + 1))
+    assert not np.array_equal(other.arrays["rows"], first.arrays["rows"])
+
+
+def test_a_rows_attributions_do_not_depend_on_how_many_rows_follow_it(tmp_path, adult_baselines, adult_features):
+    model = loaded(tmp_path, baseline_named(adult_baselines, "skops:Random forest").data)
+    few, many = probe(model, adult_features, params(max_rows=10)), probe(model, adult_features, params(max_rows=300))
+    np.testing.assert_array_equal(many.arrays["rows"][:10], few.arrays["rows"])
+    np.testing.assert_allclose(many.arrays["values"][:10], few.arrays["values"], rtol=0, atol=1e-12)
 
 
 def test_a_binary_forest_explains_the_positive_class_whichever_class_that_is(tmp_path):
@@ -124,58 +249,10 @@ def test_a_binary_forest_explains_the_positive_class_whichever_class_that_is(tmp
     assert_adds_up(negative)
 
 
-def test_the_linear_baseline_gets_shaps_linear_explainer_summed_over_one_hot_columns(
-    tmp_path, adult_baselines, adult_features
-):
-    model = loaded(tmp_path, baseline_named(adult_baselines, "skops:Logistic regression").data)
-    result = probe(model, adult_features, params())
-    document = result.document
-    assert document["explainer"] == "linear" and document["feature_perturbation"] == "interventional"
-    assert document["mapping"] == "sum of each input column's model columns"
-    assert document["output"] == {"kind": "log_odds", "of": "the positive class", "class": ">50K"}
-    assert document["background_rows_used"] == DEFAULT_OPTIONS["background_rows"]
-    assert result.arrays["values"].shape == (40, len(adult_features.columns))
-    rows = result.arrays["rows"]
-    np.testing.assert_allclose(result.arrays["outputs"], model.estimator.decision_function(adult_features.iloc[rows]))
-    assert_adds_up(result)
-
-
-def test_the_onnx_baseline_is_explained_model_agnostically_with_its_text_columns_kept_as_text(
-    tmp_path, adult_baselines, adult_features
-):
-    data = baseline_named(adult_baselines, "onnx:").data
-    result = probe(loaded(tmp_path, data, artifact_format="onnx"), adult_features, params(max_rows=5))
-    document = result.document
-    assert document["explainer"] == "permutation"
-    assert document["fallback_reason"] == "an ONNX graph is explained through its predictions only"
-    assert document["output"] == {"kind": "probability", "of": "the positive class", "class": ">50K"}
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    _, probabilities = session.run(None, onnx_inputs(adult_features.iloc[result.arrays["rows"]]))
-    np.testing.assert_allclose(result.arrays["outputs"], probabilities[:, 1])
-    assert result.arrays["values"].shape == (5, len(adult_features.columns))
-    # The text columns matter to the model, so they were varied as text, not as numbers.
-    text_columns = [c for c in adult_features.columns if not pd.api.types.is_numeric_dtype(adult_features[c])]
-    assert np.abs(result.arrays["values"][:, [document["columns"].index(c) for c in text_columns]]).sum() > 0
-    assert_adds_up(result)
-
-
 def test_the_majority_class_baseline_attributes_nothing_to_any_column(tmp_path, adult_baselines, adult_features):
     model = loaded(tmp_path, baseline_named(adult_baselines, "skops:Majority").data)
     result = probe(model, adult_features, params(max_rows=5))
-    assert result.document["explainer"] == "permutation"
-    assert result.document["fallback_reason"] == "DummyClassifier is neither a tree model nor a linear model"
     assert not result.arrays["values"].any()
-    assert_adds_up(result)
-
-
-def test_preprocessing_that_mixes_input_columns_falls_back_to_the_model_agnostic_explainer(tmp_path):
-    features, labels = factories.census(n_rows=300, seed=1)
-    numeric = features[factories.NUMERIC]
-    pipeline = make_pipeline(PCA(n_components=2), LogisticRegression()).fit(numeric, labels)
-    result = probe(loaded(tmp_path, factories.skops_bytes(pipeline)), numeric, params(max_rows=5))
-    assert result.document["explainer"] == "permutation"
-    assert "which input column" in result.document["fallback_reason"]
-    assert result.document["columns"] == factories.NUMERIC
     assert_adds_up(result)
 
 
@@ -193,17 +270,19 @@ def test_a_multiclass_model_is_explained_on_each_rows_predicted_class(tmp_path):
     assert_adds_up(result)
 
 
-def test_a_tiny_time_budget_stops_after_the_first_row_and_says_so(tmp_path, adult_baselines, adult_features):
-    model = loaded(tmp_path, baseline_named(adult_baselines, "skops:Random forest").data)
-    full = probe(model, adult_features, params(max_rows=50))
-    cut = probe(model, adult_features, params(max_rows=50, max_seconds=0))
-    assert not full.document["stopped_early"] and full.document["rows_explained"] == 50
-    assert cut.document["stopped_early"]
-    assert cut.document["rows_requested"] == 50 and cut.document["rows_explained"] == 1
-    assert cut.document["budget"] == {"seed": SEED, "max_rows": 50, "max_seconds": 0, "background_rows": 100}
-    # What a cut keeps is the start of the same seeded sample.
-    np.testing.assert_array_equal(cut.arrays["rows"], full.arrays["rows"][:1])
-    np.testing.assert_array_equal(cut.arrays["values"], full.arrays["values"][:1])
+def test_a_linear_regressor_gets_its_exact_attributions_coefficient_times_distance_from_the_background(tmp_path):
+    features, _ = factories.census(n_rows=300, seed=1)
+    numeric = features[factories.NUMERIC]
+    target = 3 * numeric.age - 2 * numeric.hours_per_week
+    regressor = LinearRegression().fit(numeric, target)
+    model = loaded(tmp_path, factories.skops_bytes(regressor), task="regression")
+    result = probe(model, numeric, params(positive_label=None, classes=[]))
+    assert result.document["output"] == {"kind": "prediction", "of": "the prediction"}
+    explained = numeric.iloc[result.arrays["rows"]].to_numpy(float)
+    # Interventional SHAP of a linear model is coef * (x - background mean): the same offset on every row.
+    offsets = result.arrays["values"] - regressor.coef_ * explained
+    np.testing.assert_allclose(offsets, np.broadcast_to(offsets[0], offsets.shape), atol=1e-6)
+    assert_adds_up(result)
 
 
 def test_the_probe_runs_in_the_sandbox_and_the_evaluator_reports_its_attributions(
@@ -228,11 +307,28 @@ def test_the_probe_runs_in_the_sandbox_and_the_evaluator_reports_its_attribution
     assert set(result.metrics) == {"shap_features_90", "sensitive_attribution_share"}
     assert 1 <= result.metrics["shap_features_90"] <= len(adult_features.columns)
     assert 0 < result.metrics["sensitive_attribution_share"] < 1
-    assert result.document["explainer"] == "tree" and result.document["rows_explained"] == 30
+    assert result.document["explainer"] == "permutation" and result.document["rows_explained"] == 30
     assert result.document["sensitive_features"] == ["sex", "race"]
     assert {group["group"] for group in result.document["mean_abs_shap_by_group"]["sex"]} == {"Female", "Male"}
     for key, (low, high) in result.intervals.items():
         assert low <= high, key
+
+
+def test_a_probe_past_its_safety_limit_fails_the_report_saying_which_option_to_change(
+    tmp_path, adult_baselines, adult_frames, adult_features
+):
+    evaluator = InterpretabilityEvaluator()
+    data = evaluation_input(sensitive=adult_frames[1][ADULT_SPEC["sensitive_columns"]], options={"max_seconds": 0})
+    baseline = baseline_named(adult_baselines, "skops:Logistic regression")
+    run = factories.baseline_in_sandbox(
+        tmp_path, baseline, adult_features, limits=GENEROUS, predict=False, probes=evaluator.probe_params(data)
+    )
+    with pytest.raises(EvaluatorError) as raised:
+        evaluator.evaluate(evaluation_input(sensitive=data.sensitive, probes=run.probes))
+    assert str(raised.value) == (
+        "explaining 200 rows took longer than the 0 s safety limit after 0 rows; raise the interpretability "
+        "option max_seconds or lower max_rows"
+    )
 
 
 def evaluation_input(*, sensitive: pd.DataFrame, probes=None, options=None, classes=None) -> EvaluationInput:
@@ -270,7 +366,7 @@ HAND_ROWS = np.array([4, 0, 2, 5])
 
 
 def hand_outcome(columns=("age", "hours", "sex", "race")) -> ProbeOutcome:
-    document = {"explainer": "tree", "columns": list(columns), "rows_explained": 4}
+    document = {"explainer": "permutation", "columns": list(columns), "rows_explained": 4}
     return ProbeOutcome(document, {"rows": HAND_ROWS, "values": HAND_VALUES}, None, 0.5)
 
 
@@ -297,7 +393,7 @@ def test_the_metrics_on_a_hand_example_count_columns_to_90_percent_and_the_sensi
         {"column": "race", "mean_abs_shap": 1.0},
     ]
     assert result.document["sensitive_features"] == ["sex", "race"]
-    assert result.document["explainer"] == "tree" and result.document["probe_seconds"] == 0.5
+    assert result.document["explainer"] == "permutation" and result.document["probe_seconds"] == 0.5
     by_sex = result.document["mean_abs_shap_by_group"]["sex"]
     assert by_sex == [
         {"group": "F", "rows": 3, "mean_abs_shap": {"age": 6.0, "hours": 3.0, "sex": pytest.approx(4 / 3), "race": 1}},
@@ -348,5 +444,6 @@ def test_the_probe_gets_the_benchmarks_budget_over_the_defaults_and_its_seed_and
             "max_rows": DEFAULT_OPTIONS["max_rows"],
             "max_seconds": 5,
             "background_rows": DEFAULT_OPTIONS["background_rows"],
+            "permutations": DEFAULT_OPTIONS["permutations"],
         }
     }
