@@ -107,6 +107,22 @@ def test_every_ordering_gives_the_exact_shapley_values_of_any_model():
     np.testing.assert_allclose(base_value, [nonlinear(background).mean()])
 
 
+def test_every_ordering_gives_what_shaps_exact_explainer_gives_with_the_same_background():
+    """The reference library, on the same model and background: Holdout's estimator is shap's
+    PermutationExplainer algorithm in numpy, so with every ordering it must equal shap's exact values."""
+    import shap
+
+    rows, background = small_game(3)
+    every = np.array(list(itertools.permutations(range(4))))
+    values, base_value, _ = permutation_shapley(
+        nonlinear, background, rows, np.broadcast_to(every, (len(rows), *every.shape))
+    )
+    masker = shap.maskers.Independent(background.astype(float), max_samples=len(background))
+    reference = shap.explainers.Exact(lambda x: nonlinear(x.astype(int)), masker)(rows.astype(float))
+    np.testing.assert_allclose(values[:, :, 0], reference.values, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(base_value[0], reference.base_values[0], rtol=1e-12)
+
+
 def test_one_antithetic_ordering_is_exact_for_a_model_with_pairwise_interactions_only():
     rows, background = small_game(1)
     orderings = np.random.default_rng(2).random((len(rows), 1, 4)).argsort(axis=2)
