@@ -163,8 +163,19 @@ class ObjectiveRankSerializer(serializers.Serializer):
 class StandingSerializer(serializers.Serializer):
     """Where a succeeded submission stands on its benchmark's default board (its default weights)."""
 
-    rank = serializers.IntegerField(allow_null=True, help_text="null when it is not ranked; see unscored.")
-    tied = serializers.BooleanField(help_text="Its score cannot be told apart from a neighbour's; they share a rank.")
+    rank = serializers.IntegerField(
+        allow_null=True,
+        help_text="1 + how many ranked submissions are significantly better (paired bootstrap); null when it is "
+        "not ranked, see unscored.",
+    )
+    rank_interval = serializers.ListField(
+        child=serializers.IntegerField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text="[rank, ranked_count - how many are significantly worse]: the places it could hold.",
+    )
+    tied = serializers.BooleanField(help_text="The submission listed just before or after it has the same rank.")
     ranked_count = serializers.IntegerField()
     score = serializers.FloatField(allow_null=True)
     score_interval = serializers.ListField(
@@ -179,6 +190,7 @@ def standing_document(standing: Standing | None) -> dict | None:
         return None
     return {
         "rank": standing.rank,
+        "rank_interval": standing.rank_interval,
         "tied": standing.tied,
         "ranked_count": standing.ranked_count,
         "score": standing.score,

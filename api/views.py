@@ -211,7 +211,21 @@ class LeaderboardView(APIView):
                     "constraints": serializers.ListField(child=serializers.CharField()),
                     "method": serializers.CharField(),
                     "preset": serializers.CharField(),
-                    "entries": serializers.ListField(child=serializers.DictField()),
+                    "bounds": serializers.DictField(
+                        child=inline_serializer(
+                            "UtilityBounds", {"worst": serializers.FloatField(), "best": serializers.FloatField()}
+                        ),
+                        help_text="With method=utility, per weighted objective the values mapped to 0 (worst) and "
+                        "1 (best); a score is the weighted mean of (value - worst) / (best - worst), each clipped "
+                        "to [0, 1]. Empty for the other methods.",
+                    ),
+                    "entries": serializers.ListField(
+                        child=serializers.DictField(),
+                        help_text="Each: rank (1 + how many are significantly better), rank_interval [rank, "
+                        "ranked_count - how many are significantly worse], tied (another entry of the page, or the "
+                        "row just before or after it, has the same rank), submission, score, score_interval, "
+                        "pareto, metrics.",
+                    ),
                     "excluded": serializers.ListField(child=serializers.DictField()),
                     "unscored": serializers.ListField(child=serializers.DictField()),
                 },
@@ -232,6 +246,7 @@ def board_document(board, request) -> dict:
     def entry(item) -> dict:
         return {
             "rank": item.rank,
+            "rank_interval": item.rank_interval,
             "tied": item.tied,
             "submission": {
                 **item.submission,
@@ -254,6 +269,7 @@ def board_document(board, request) -> dict:
         "method": query.method,
         "preset": query.preset,
         "presets": board.benchmark.presets,
+        "bounds": board.utility_bounds,
         "objectives": [
             {"key": o.key, "label": o.label, "direction": o.direction, "bounds": board.bounds[o.key]}
             for o in board.objectives

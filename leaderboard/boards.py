@@ -54,6 +54,7 @@ class BoardQuery:
 @dataclass(frozen=True)
 class BoardEntry:
     rank: int
+    rank_interval: list[int] | None  # [rank, ranked - significantly worse]; None when not ranked
     tied: bool
     submission: dict  # id, name, owner, is_baseline, created_at
     score: float | None
@@ -84,6 +85,18 @@ class Board:
     @property
     def pages(self) -> int:
         return max(1, math.ceil(self.ranked_count / self.query.page_size))
+
+    @property
+    def utility_bounds(self) -> dict[str, dict[str, float]]:
+        """The bounds that map each weighted objective to [0, 1] (worst -> 0, best -> 1), so a reader can
+        recompute a utility score; empty for the other methods, which do not use them."""
+        if self.query.method != "utility":
+            return {}
+        return {
+            o.key: {"worst": self.bounds[o.key][0], "best": self.bounds[o.key][1]}
+            for o in self.objectives
+            if self.query.weights.get(o.key, 0) > 0
+        }
 
 
 def benchmark_objectives(benchmark: Benchmark) -> list[Objective]:
@@ -241,9 +254,9 @@ def _ranked(
 ) -> tuple[RankedBoard, list[int]]:
     """The board ranked by the query, and the order of the rows it lists (the Pareto set alone if asked).
 
-    Score intervals and ties are computed for the requested page, or for `row` alone when given
-    (their cost grows with the rows they cover), so the Pareto-only view and a single row's
-    standing first find which ranked positions they need.
+    Ranks, rank intervals, ties and score intervals are computed for the requested page, or for
+    `row` alone when given (their cost grows with the rows they cover), so a single row's standing
+    first finds its position from the point scores.
     """
     specs = [
         ObjectiveSpec(
@@ -274,16 +287,19 @@ def _ranked(
             points = rank_board(columns.values, specs, weights, **arguments)
             position = np.flatnonzero(points.order == row)
             window = (int(position[0]), int(position[0]) + 1) if len(position) else (0, 0)
-        elif query.pareto_only:
-            points = rank_board(columns.values, specs, weights, **arguments)
-            listed = np.flatnonzero(points.pareto[points.order])[start : start + query.page_size]
-            window = (int(listed[0]), int(listed[-1]) + 1) if len(listed) else (0, 0)
-        resamples = None
-        if window[1] > window[0]:
-            resamples = [
-                columns.resamples(benchmark, o.key) if weight > 0 else None for o, weight in zip(objectives, weights)
-            ]
-        ranked = rank_board(columns.values, specs, weights, resamples=resamples, window=window, **arguments)
+        # The Pareto flags need every row's resamples, whichever rows the window holds.
+        resamples = [
+            columns.resamples(benchmark, o.key) if weight > 0 else None for o, weight in zip(objectives, weights)
+        ]
+        ranked = rank_board(
+            columns.values,
+            specs,
+            weights,
+            resamples=resamples,
+            window=window,
+            pareto_only=query.pareto_only and row is None,
+            **arguments,
+        )
     except ValueError as error:
         raise Rejected(str(error), field="weights") from None
     order = [row for row in ranked.order if ranked.pareto[row]] if query.pareto_only else list(ranked.order)
@@ -305,6 +321,7 @@ def _entry_maker(ranked: RankedBoard, columns: BoardColumns, rows: set[int]):
         interval = ranked.score_intervals[row]
         return BoardEntry(
             rank=int(ranked.ranks[row]),
+            rank_interval=[int(place) for place in ranked.rank_intervals[row]] if ranked.ranks[row] else None,
             tied=bool(ranked.tied[row]),
             submission={"id": str(pk), "name": name, "owner": owner, "is_baseline": baseline, "created_at": created_at},
             score=None if math.isnan(ranked.scores[row]) else float(ranked.scores[row]),
@@ -323,6 +340,7 @@ class Standing:
     """Where one succeeded submission stands on its benchmark's default board."""
 
     rank: int | None  # None when it is not ranked (a missing weighted objective)
+    rank_interval: list[int] | None  # [rank, ranked count - significantly worse], None when not ranked
     tied: bool
     ranked_count: int
     score: float | None
@@ -364,6 +382,7 @@ def submission_standing(submission: Submission) -> Standing | None:
     interval = ranked.score_intervals[row] if ranked_here else None
     return Standing(
         rank=int(ranked.ranks[row]) if ranked_here else None,
+        rank_interval=[int(place) for place in ranked.rank_intervals[row]] if ranked_here else None,
         tied=bool(ranked.tied[row]) if ranked_here else False,
         ranked_count=len(order),
         score=float(ranked.scores[row]) if ranked_here else None,
@@ -398,7 +417,8 @@ def board_points(board: Board, x_key: str, y_key: str) -> list[dict]:
             "x": None if np.isnan(x[row]) else float(x[row]),
             "y": None if np.isnan(y[row]) else float(y[row]),
             "pareto": bool(ranked.pareto[row]),
-            "rank": int(ranked.ranks[row]),
+            # Ranks are computed for the page's rows only; the others are drawn without one.
+            "rank": int(ranked.ranks[row]) or None,
             "baseline": bool(columns.baseline[row]),
         }
         for row in order[:MAX_PLOTTED]

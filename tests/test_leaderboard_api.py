@@ -14,7 +14,11 @@ RESAMPLES = 100
 def add(benchmark, user, model, name, metrics, *, spread=0.0, baseline=False, seed=0):
     """A succeeded submission with these metrics and paired resamples `spread` wide around them."""
     keys = [key for key in ("accuracy", "roc_auc") if key in metrics]
-    noise = np.random.default_rng(seed).normal(0, spread, (len(keys), RESAMPLES)) if spread else np.zeros((len(keys), RESAMPLES))
+    noise = (
+        np.random.default_rng(seed).normal(0, spread, (len(keys), RESAMPLES))
+        if spread
+        else np.zeros((len(keys), RESAMPLES))
+    )
     resamples = {key: metrics[key] + row for key, row in zip(keys, noise)}
     return succeeded_submission(benchmark, user, model, name, metrics, baseline=baseline, resamples=resamples)
 
@@ -24,8 +28,22 @@ def board(adult_benchmark, adult_baselines, user):
     adult_benchmark.bootstrap_resamples = RESAMPLES
     adult_benchmark.save()
     model = baseline_named(adult_baselines, "onnx:")
-    add(adult_benchmark, user, model, "majority", {"accuracy": 0.76, "roc_auc": 0.5, "latency_p99_ms": 0.01}, baseline=True)
-    add(adult_benchmark, user, model, "accurate-slow", {"accuracy": 0.87, "roc_auc": 0.92, "latency_p99_ms": 9.0}, baseline=True)
+    add(
+        adult_benchmark,
+        user,
+        model,
+        "majority",
+        {"accuracy": 0.76, "roc_auc": 0.5, "latency_p99_ms": 0.01},
+        baseline=True,
+    )
+    add(
+        adult_benchmark,
+        user,
+        model,
+        "accurate-slow",
+        {"accuracy": 0.87, "roc_auc": 0.92, "latency_p99_ms": 9.0},
+        baseline=True,
+    )
     add(adult_benchmark, user, model, "fast", {"accuracy": 0.85, "roc_auc": 0.90, "latency_p99_ms": 0.05})
     return adult_benchmark
 
@@ -82,7 +100,7 @@ def test_every_method_ranks(client, board):
         assert body["method"] == method and len(body["entries"]) == 3, method
 
 
-def test_neighbours_that_chance_could_separate_are_tied(client, adult_benchmark, adult_baselines, user):
+def test_a_rank_counts_the_submissions_significantly_better(client, adult_benchmark, adult_baselines, user):
     adult_benchmark.bootstrap_resamples = RESAMPLES
     adult_benchmark.save()
     model = baseline_named(adult_baselines, "onnx:")
@@ -92,7 +110,9 @@ def test_neighbours_that_chance_could_separate_are_tied(client, adult_benchmark,
     body = leaderboard(client, adult_benchmark).json()
     top = body["entries"][:2]
     assert [entry["rank"] for entry in top] == [1, 1] and all(entry["tied"] for entry in top)
+    assert [entry["rank_interval"] for entry in top] == [[1, 2], [1, 2]]
     assert body["entries"][2]["rank"] == 3 and not body["entries"][2]["tied"]
+    assert body["entries"][2]["rank_interval"] == [3, 3]
     low, high = top[0]["score_interval"]
     assert low < top[0]["score"] < high
 
@@ -125,7 +145,9 @@ def test_a_bad_query_is_a_400_that_names_the_problem(client, board, query, field
 def test_the_web_page_ranks_with_the_same_function_and_keeps_the_state_in_the_url(client, board):
     page = client.get(f"/benchmarks/{board.slug}/?weights=accuracy:1,latency_p99_ms:1").content.decode()
     assert page.index("fast") < page.index("accurate-slow")
-    htmx = client.get(f"/benchmarks/{board.slug}/?w_accuracy=1&w_latency_p99_ms=1&method=utility", headers={"HX-Request": "true"})
+    htmx = client.get(
+        f"/benchmarks/{board.slug}/?w_accuracy=1&w_latency_p99_ms=1&method=utility", headers={"HX-Request": "true"}
+    )
     assert htmx["HX-Push-Url"] == (
         f"/benchmarks/{board.slug}/?weights=accuracy%3A1%2Clatency_p99_ms%3A1&method=utility&x=accuracy&y=latency_p99_ms"
     )
@@ -179,3 +201,21 @@ def test_the_board_follows_new_successes_and_deletions_between_requests(client, 
     assert after["entries"][0]["score_interval"] is not None
     Submission.objects.filter(name="fast").delete()
     assert names(leaderboard(client, board, "?method=winrate").json()) == ["newcomer", "accurate-slow", "majority"]
+
+
+def test_the_response_states_the_bounds_a_reader_recomputes_each_score_from(client, board):
+    body = leaderboard(client, board, "?weights=accuracy:3,latency_p99_ms:1").json()
+    bounds = body["bounds"]
+    assert set(bounds) == {"accuracy", "latency_p99_ms"}  # the weighted objectives only
+    # Worst: the worst baseline (majority for accuracy, accurate-slow for latency); best: the natural best.
+    assert bounds["accuracy"] == {"worst": 0.76, "best": 1.0}
+    assert bounds["latency_p99_ms"] == {"worst": 9.0, "best": 0.0}
+    for entry in body["entries"]:
+        utility = {
+            key: min(max((entry["metrics"][key] - b["worst"]) / (b["best"] - b["worst"]), 0.0), 1.0)
+            for key, b in bounds.items()
+        }
+        assert entry["score"] == pytest.approx(0.75 * utility["accuracy"] + 0.25 * utility["latency_p99_ms"])
+    assert leaderboard(client, board, "?method=winrate").json()["bounds"] == {}
+    page = client.get(f"/benchmarks/{board.slug}/?weights=accuracy:3,latency_p99_ms:1").content.decode()
+    assert 'id="utility-bounds"' in page and "<code>latency_p99_ms</code> worst 9" in page

@@ -23,10 +23,19 @@ def naive_rank_board():
     return module.rank_board_naive
 
 
-def brute_force_pareto(better: np.ndarray) -> np.ndarray:
-    at_least_as_good = (better[:, None, :] >= better[None, :, :]).all(axis=2)
-    strictly_better = (better[:, None, :] > better[None, :, :]).any(axis=2)
-    return ~(at_least_as_good & strictly_better).any(axis=0)
+def brute_force_pareto(better: np.ndarray, samples=None) -> np.ndarray:
+    """better: rows x objectives, higher is better. samples: per objective None (point values, better
+    by more than 1e-9 of the larger magnitude) or rows x B resamples (the paired test)."""
+    rows, objectives = better.shape
+    up = np.zeros((objectives, rows, rows), dtype=bool)  # [o, a, b]: a significantly better than b on o
+    for o in range(objectives):
+        if samples is None or samples[o] is None:
+            a, b = better[:, None, o], better[None, :, o]
+            up[o] = a - b > 1e-9 * np.maximum(np.abs(a), np.abs(b))
+        else:
+            up[o] = brute_force_significance(samples[o])
+    dominates = up.any(axis=0) & ~up.transpose(0, 2, 1).any(axis=0)
+    return ~dominates.any(axis=0)
 
 
 def accuracy_board(points, resamples=None, **kwargs):
@@ -382,13 +391,28 @@ def test_a_board_whose_every_row_is_excluded_ranks_nothing():
     assert board.pareto.tolist() == [False, False]
 
 
-# Ties and intervals
+# Ranks, rank intervals, ties and score intervals
 
 
-def test_without_resamples_only_equal_scores_tie_and_the_next_rank_is_skipped():
+def brute_force_significance(samples, confidence=0.95):
+    """[j, i]: j significantly better than i, every pair tested: the lower end ("lower" percentile) of
+    the central interval of samples_j - samples_i over their common resamples is above 0."""
+    samples = np.asarray(samples, dtype=float)
+    better = np.zeros((len(samples), len(samples)), dtype=bool)
+    for i in range(len(samples)):
+        for j in range(len(samples)):
+            differences = samples[j] - samples[i]
+            differences = differences[~np.isnan(differences)]
+            if j != i and len(differences):
+                better[j, i] = np.percentile(differences, 50 * (1 - confidence), method="lower") > 0
+    return better
+
+
+def test_without_resamples_only_strictly_better_scores_count_and_equal_scores_tie():
     board = accuracy_board([0.9, 0.8, 0.9, 0.7])
     assert board.order.tolist() == [0, 2, 1, 3]  # equal scores keep submission order
     assert board.ranks.tolist() == [1, 3, 1, 4]
+    assert board.rank_intervals.tolist() == [[1, 2], [3, 3], [1, 2], [4, 4]]
     assert board.tied.tolist() == [True, False, True, False]
     assert np.isnan(board.score_intervals).all()
 
@@ -397,13 +421,15 @@ def test_clearly_separated_submissions_do_not_tie():
     noise = np.random.default_rng(1).normal(0, 0.001, (3, 200))
     board = accuracy_board([0.9, 0.8, 0.7], resamples=np.array([[0.9], [0.8], [0.7]]) + noise)
     assert board.ranks.tolist() == [1, 2, 3]
+    assert board.rank_intervals.tolist() == [[1, 1], [2, 2], [3, 3]]
     assert not board.tied.any()
 
 
-def test_submissions_whose_resampled_scores_overlap_tie_and_share_the_rank():
+def test_submissions_whose_resampled_scores_overlap_share_the_rank():
     noise = np.random.default_rng(2).normal(0, 0.02, (3, 200))
     board = accuracy_board([0.801, 0.800, 0.5], resamples=np.array([[0.801], [0.800], [0.5]]) + noise)
     assert board.ranks.tolist() == [1, 1, 3]
+    assert board.rank_intervals.tolist() == [[1, 2], [1, 2], [3, 3]]
     assert board.tied.tolist() == [True, True, False]
 
 
@@ -416,24 +442,73 @@ def test_paired_resamples_separate_submissions_whose_intervals_overlap():
     assert board.ranks.tolist() == [1, 2]
 
 
-def test_a_chain_of_ties_shares_the_rank_of_its_first_member():
-    # A - B and B - C could each be zero, A - C never is: the chain A, B, C still shares rank 1.
+def test_a_rank_counts_the_rows_significantly_better_not_a_chain_of_neighbours():
+    # A - B and B - C could each be zero, A - C never is: B shares A's rank, C is behind A alone.
     swing = np.linspace(-0.03, 0.03, 101)
     board = accuracy_board(
         [0.80, 0.79, 0.78, 0.50],
         resamples=[np.full(101, 0.80), 0.79 + swing, np.full(101, 0.78), np.full(101, 0.50)],
     )
-    assert board.ranks.tolist() == [1, 1, 1, 4]
-    assert board.tied.tolist() == [True, True, True, False]
+    assert board.ranks.tolist() == [1, 1, 2, 4]
+    # A is significantly better than C and D; B than D only; C than D.
+    assert board.rank_intervals.tolist() == [[1, 2], [1, 3], [2, 3], [4, 4]]
+    assert board.tied.tolist() == [True, True, False, False]
 
 
-def test_the_tie_level_sets_how_sure_a_difference_must_be():
+def test_the_confidence_sets_how_sure_a_difference_must_be():
     difference = np.r_[-0.01, np.full(100, 0.04)]  # behind on 1 resample in 101
     resamples = [0.80 + difference, np.full(101, 0.80)]
-    assert accuracy_board([0.84, 0.80], resamples=resamples, tie_level=0.95).ranks.tolist() == [1, 2]
-    assert accuracy_board([0.84, 0.80], resamples=resamples, tie_level=0.999).ranks.tolist() == [1, 1]
-    with pytest.raises(ValueError, match="tie_level must be between 0 and 1"):
-        accuracy_board([0.84, 0.80], resamples=resamples, tie_level=95)
+    assert accuracy_board([0.84, 0.80], resamples=resamples, confidence=0.95).ranks.tolist() == [1, 2]
+    assert accuracy_board([0.84, 0.80], resamples=resamples, confidence=0.999).ranks.tolist() == [1, 1]
+    with pytest.raises(ValueError, match="confidence must be between 0 and 1"):
+        accuracy_board([0.84, 0.80], resamples=resamples, confidence=95)
+
+
+def test_at_most_floor_alpha_times_b_minus_1_differences_may_be_behind():
+    # 200 resamples: floor(0.025 * 199) = 4 of the differences may be <= 0, not 5.
+    for behind, expected in ((4, [1, 2]), (5, [1, 1])):
+        difference = np.r_[np.full(behind, -0.01), np.full(200 - behind, 0.04)]
+        board = accuracy_board([0.84, 0.80], resamples=[0.80 + difference, np.full(200, 0.80)])
+        assert board.ranks.tolist() == expected, behind
+
+
+def board_with_shared_noise(n=300, resamples=200, seed=9, own=0.004):
+    """Scores close enough that most neighbours cannot be told apart, with the noise every row shares."""
+    rng = np.random.default_rng(seed)
+    points = np.sort(rng.uniform(0.70, 0.90, n))[::-1]
+    shared = rng.normal(0, 0.01, resamples)
+    return points, points[:, None] + shared + rng.normal(0, own, (n, resamples))
+
+
+def test_ranks_and_rank_intervals_are_those_of_testing_every_pair():
+    points, samples = board_with_shared_noise()
+    samples[5, :3] = np.nan  # a row missing some resamples is tested on the common ones
+    samples[[7, 8]] = samples[6]  # byte-identical models
+    better = brute_force_significance(samples)
+    board = accuracy_board(points, resamples=samples)
+    assert board.ranks.tolist() == (1 + better.sum(axis=0)).tolist()
+    assert board.rank_intervals[:, 1].tolist() == (len(points) - better.sum(axis=1)).tolist()
+    assert len(set(board.ranks.tolist())) > 50  # a chain of ties would give a handful
+    assert board.ranks[6] == board.ranks[7] == board.ranks[8]
+    tied = [(board.ranks == rank).sum() > 1 for rank in board.ranks]
+    assert board.tied.tolist() == tied
+
+
+def test_byte_identical_models_share_a_rank_on_every_page():
+    points, samples = board_with_shared_noise(n=120, seed=10)
+    samples[[49, 50]] = samples[48]  # listed at positions 48-50: page 1 ends at 49 with pages of 49
+    points[[49, 50]] = points[48]
+    pages = [accuracy_board(points, resamples=samples, window=(start, start + 49)) for start in (0, 49)]
+    assert pages[0].ranks[48] == pages[1].ranks[49] == pages[1].ranks[50]
+    assert pages[0].tied[48] and pages[1].tied[49] and pages[1].tied[50]
+
+
+def test_a_clearly_better_row_ranks_above_the_rest():
+    points, samples = board_with_shared_noise(n=100, seed=11)
+    points[0], samples[0] = 0.99, samples[0] + 0.2
+    board = accuracy_board(points, resamples=samples)
+    assert board.ranks[0] == 1 and (board.ranks[1:] >= 2).all() and not board.tied[0]
+    assert board.rank_intervals[0].tolist() == [1, 1]
 
 
 def test_score_intervals_are_the_percentiles_of_the_scores_on_the_resamples():
@@ -479,30 +554,60 @@ def board_with_float32_resamples(n=400, resamples=60, seed=6):
 
 @pytest.mark.parametrize("method", ["utility", "dynascore", "winrate"])
 @pytest.mark.parametrize("window", [(0, 50), (37, 87), (200, 250), (390, 440), (0, 400)])
-def test_a_window_of_the_ranked_order_gets_the_same_ranks_ties_and_intervals_as_the_whole_board(method, window):
+def test_a_window_of_the_ranked_order_gets_the_same_ranks_and_intervals_as_the_whole_board(method, window):
     values, resamples = board_with_float32_resamples()
     objectives, weights = [ACCURACY, LATENCY, FAIRNESS], np.array([3.0, 1.0, 1.0])
     arguments = dict(method=method, primary="accuracy", resamples=resamples)
     whole = rank_board(values, objectives, weights, **arguments)
     part = rank_board(values, objectives, weights, window=window, **arguments)
     assert part.order.tolist() == whole.order.tolist()
+    assert part.pareto.tolist() == whole.pareto.tolist()
     shown = whole.order[window[0] : window[1]]
     assert part.ranks[shown].tolist() == whole.ranks[shown].tolist()
-    assert part.tied[shown].tolist() == whole.tied[shown].tolist()
+    assert part.rank_intervals[shown].tolist() == whole.rank_intervals[shown].tolist()
     np.testing.assert_allclose(part.score_intervals[shown], whole.score_intervals[shown], rtol=1e-12)
-    assert np.isnan(np.delete(part.score_intervals, shown, axis=0)).all()
+    others = np.delete(np.arange(len(values)), shown)
+    assert np.isnan(part.score_intervals[others]).all()
+    assert not part.ranks[others].any() and not part.tied[others].any()
+    # Tied: the same rank as another row of the window or the row just before or after it.
+    around = whole.ranks[whole.order[max(window[0] - 1, 0) : window[1] + 1]].tolist()
+    assert part.tied[shown].tolist() == [around.count(rank) > 1 for rank in whole.ranks[shown]]
 
 
-def test_a_chain_of_ties_longer_than_the_look_back_keeps_its_first_members_rank_on_later_pages():
-    shared = np.random.default_rng(7).normal(0, 0.02, 200)
-    points = [0.9] + [0.8 - 0.0001 * index for index in range(120)]  # 120 submissions chance cannot separate
-    resamples = [np.full(200, 0.9)] + [point + shared * (1 + index % 2) for index, point in enumerate(points[1:])]
-    objective = ObjectiveSpec("accuracy", UP, worst=0.0, best=1.0)
-    arguments = dict(primary="accuracy", resamples=[np.array(resamples)])
-    whole = rank_board(np.array(points)[:, None], [objective], np.array([1.0]), **arguments)
-    page_3 = rank_board(np.array(points)[:, None], [objective], np.array([1.0]), window=(100, 121), **arguments)
-    assert set(whole.ranks[1:].tolist()) == {2}
-    assert page_3.ranks[page_3.order[100:]].tolist() == [2] * 21
+def test_a_window_of_the_pareto_frontier_ranks_the_frontiers_rows_in_it():
+    values, resamples = board_with_float32_resamples()
+    objectives, weights = [ACCURACY, LATENCY, FAIRNESS], np.array([3.0, 1.0, 1.0])
+    arguments = dict(primary="accuracy", resamples=resamples)
+    whole = rank_board(values, objectives, weights, **arguments)
+    frontier = whole.order[whole.pareto[whole.order]]
+    part = rank_board(values, objectives, weights, window=(2, 5), pareto_only=True, **arguments)
+    assert np.flatnonzero(part.ranks).tolist() == sorted(frontier[2:5].tolist())
+    assert part.ranks[frontier[2:5]].tolist() == whole.ranks[frontier[2:5]].tolist()
+
+
+@pytest.mark.parametrize("resamples", [1, 2, 7, 40, 41, 200])
+def test_the_bounds_never_contradict_the_exact_paired_test(resamples):
+    from leaderboard.ranking import _paired
+
+    rng = np.random.default_rng(resamples)
+    n = 120
+    # Rows close together, heavy tails, repeated values and a few missing ones: pairs on every edge.
+    spread = rng.uniform(0.1, 2, (n, 1))
+    samples = (rng.integers(0, 6, n)[:, None] + rng.standard_t(2, (n, resamples)) * spread).round(1)
+    # Rows one step apart on all but a few resamples: right at the edge of significance.
+    edge = rng.integers(0, 3, (40, 1)) + (rng.random((40, resamples)) < rng.uniform(0, 0.1, (40, 1))) * -1.0
+    samples[-40:] = edge
+    samples[:4][rng.random((4, resamples)) < 0.2] = np.nan
+    samples[5] = samples[4]
+    paired = _paired(samples, np.nanmean(samples, axis=1), 0.95, 0.0)
+    everyone = np.arange(n)
+    exact = np.array([paired.better(everyone, target)[0] for target in everyone]).T  # [row, target]
+    np.fill_diagonal(exact, False)
+    assert (exact == brute_force_significance(samples)).all() or resamples == 1
+    certainly, possibly = paired.certainly_better(everyone, everyone), paired.possibly_better(everyone, everyone)
+    assert not (certainly & ~exact).any()
+    assert not (exact & ~possibly).any()
+    assert certainly.sum() > 0.1 * exact.sum()  # the bounds do settle pairs, even with tails this heavy
 
 
 def test_float32_resamples_are_ordered_stably_as_numpy_orders_them():
@@ -534,6 +639,28 @@ def test_pareto_flags_respect_directions_and_ignore_unweighted_objectives():
     assert board.pareto.tolist() == [True, True, False, True, True]
 
 
+def test_a_difference_in_the_last_bits_does_not_put_a_row_on_the_frontier():
+    auc = ObjectiveSpec("roc_auc", UP, worst=0.5, best=1.0)
+    values = np.array([[0.9, 20.0], [np.nextafter(0.9, 1.0), 30.0], [0.9 * (1 + 1e-8), 40.0]])
+    board = rank_board(values, [auc, LATENCY], np.array([1.0, 1.0]), primary="roc_auc")
+    # The second is slower for a ROC AUC one float above (within 1e-9); the third is better by 1e-8 relative.
+    assert board.pareto.tolist() == [True, False, True]
+
+
+def test_on_an_objective_with_resamples_only_a_significant_difference_dominates():
+    rng = np.random.default_rng(12)
+    noise = rng.normal(0, 0.01, (3, 200))
+    # Same latency; the second is ahead in accuracy by less than chance, the third clearly behind.
+    values = np.array([[0.800, 20.0], [0.801, 20.0], [0.700, 20.0]])
+    accuracy = values[:, [0]] + noise
+    board = rank_board(
+        values, [ACCURACY, LATENCY], np.array([1.0, 1.0]), primary="accuracy", resamples=[accuracy, None]
+    )
+    assert board.pareto.tolist() == [True, True, False]
+    points_only = rank_board(values, [ACCURACY, LATENCY], np.array([1.0, 1.0]), primary="accuracy")
+    assert points_only.pareto.tolist() == [False, True, False]
+
+
 def test_pareto_is_decided_among_the_ranked_rows_only():
     values = np.array([[0.9, 20.0], [0.8, 30.0], [0.95, 200.0]])
     constraints = [Constraint("latency_p99_ms", "<=", 100.0)]
@@ -561,6 +688,25 @@ def test_pareto_flags_match_a_brute_force_check_on_random_boards(objectives):
         assert board.pareto.tolist() == brute_force_pareto(values * signs).tolist()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_pareto_flags_with_resamples_match_testing_every_pair(seed):
+    rng = np.random.default_rng(seed)
+    n = 150
+    # Accuracy and fairness are resampled (shared noise plus each row's own), latency is not.
+    values = np.column_stack([rng.uniform(0.7, 0.9, n), rng.uniform(10, 90, n).round(), rng.uniform(0.5, 0.9, n)])
+    values[:40, 0] = 0.85 - 0.001 * values[:40, 1] / 90  # a tight trade-off, where chance decides most pairs
+    accuracy = values[:, [0]] + rng.normal(0, 0.01, 200) + rng.normal(0, 0.003, (n, 200))
+    fairness = values[:, [2]] + rng.normal(0, 0.02, (n, 200))
+    accuracy[3, :5] = np.nan
+    accuracy[[11, 12]], fairness[[11, 12]], values[[11, 12]] = accuracy[10], fairness[10], values[10]
+    objectives = [ACCURACY, LATENCY, FAIRNESS]
+    board = rank_board(values, objectives, np.ones(3), primary="accuracy", resamples=[accuracy, None, fairness])
+    signs = np.array([1.0, -1.0, 1.0])
+    expected = brute_force_pareto(values * signs, [accuracy, None, fairness])
+    assert board.pareto.tolist() == expected.tolist()
+    assert board.pareto[10] == board.pareto[11] == board.pareto[12]
+
+
 # The naive baseline the benchmark compares with
 
 
@@ -580,6 +726,7 @@ def test_the_naive_baseline_gives_the_same_board_for_the_utility_method():
         naive = rank_board_naive(values, objectives, weights, primary="accuracy", **kwargs)
         assert fast.order.tolist() == naive.order.tolist()
         assert fast.ranks.tolist() == naive.ranks.tolist()
+        assert fast.rank_intervals.tolist() == naive.rank_intervals.tolist()
         assert fast.tied.tolist() == naive.tied.tolist()
         assert np.array_equal(fast.scores, naive.scores, equal_nan=True)
         assert fast.score_intervals == pytest.approx(naive.score_intervals, rel=1e-12, abs=1e-15, nan_ok=True)

@@ -203,3 +203,12 @@ def test_a_submission_says_where_it_stands_once_it_has_succeeded(api_client, adu
     assert standing["unscored"] is None and isinstance(standing["score"], float)
     assert standing["objective_ranks"]["accuracy"] == {"rank": 1, "of": 2}
     assert standing["objective_ranks"]["latency_p99_ms"] == {"rank": 2, "of": 2}
+    assert standing["rank_interval"] == [1, 1]
+
+    # A byte-identical model: the same values on every resample, so neither is significantly better.
+    twin = succeeded("twin", {"accuracy": 0.86, "latency_p99_ms": 2.0})
+    for submission in (stronger, twin):
+        standing = api_client.get(f"/api/v1/submissions/{submission.pk}/").json()["standing"]
+        assert (standing["rank"], standing["rank_interval"], standing["tied"]) == (1, [1, 2], True)
+    standing = api_client.get(f"/api/v1/submissions/{twin.pk}/").json()["standing"]
+    assert standing["ranked_count"] == 3
