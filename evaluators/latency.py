@@ -47,6 +47,9 @@ DEFAULT_OPTIONS = {
     # A block whose calibration workload took this many times the session's median is disturbed
     # (something else ran on its CPU) and is measured again, at most max_remeasured_blocks times.
     "disturbed_factor": 1.3,
+    # ... or during which another process took the pinned CPU more than this many times (alone on
+    # a CPU a block sees none or one; sharing it with a busy process, dozens).
+    "max_involuntary_switches": 3,
     "max_remeasured_blocks": 10,
     # The least session-to-session spread (log-sd) assumed for a model's figures; see the docstring.
     "session_spread_floor": 0.2,
@@ -183,10 +186,14 @@ def measured_blocks(arrays: dict, batch_sizes: list[int]) -> dict:
 
 
 def session_disturbed(outcome, recent_ms, *, factor: float = SESSION_DISTURBED_FACTOR) -> bool:
-    """Whether a whole session's calibration ran `factor` times slower than this machine's recent median."""
-    if outcome is None or outcome.document is None or len(recent_ms) < MIN_SESSIONS:
+    """Whether a whole session ran disturbed: blocks still disturbed after re-measuring, or a
+    calibration `factor` times slower than this machine's recent median."""
+    if outcome is None or outcome.document is None:
         return False
-    return outcome.document["calibration"]["median_ms"] > factor * float(np.median(recent_ms))
+    calibration = outcome.document["calibration"]
+    if calibration.get("still_disturbed_blocks"):
+        return True
+    return len(recent_ms) >= MIN_SESSIONS and calibration["median_ms"] > factor * float(np.median(recent_ms))
 
 
 def session_spread(recent_ms, *, current_ms: float, floor: float) -> dict:

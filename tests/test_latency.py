@@ -6,6 +6,8 @@ model doing twice the work) asserts only a difference far beyond the noise."""
 import gc
 import itertools
 import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -244,7 +246,7 @@ def test_a_disturbed_block_is_measured_again_and_replaced_by_a_clean_one(monkeyp
     monkeypatch.setattr(latency_probe, "calibration", lambda: next(calibrations))
     plan = {"blocks": 4, "single_calls_per_block": 5, "batch_calls_per_block": {"1": 1}}
     session = latency_probe._measure_blocks(
-        lambda _: None, [1], [1], plan, {"disturbed_factor": 1.3, "max_remeasured_blocks": 3}
+        lambda _: None, [1], [1], plan, {"disturbed_factor": 1.3, "max_involuntary_switches": 10**6, "max_remeasured_blocks": 3}
     )
     assert [block["calibration_ns"] for block in session["kept"]] == [1_000_000] * 4
     calibration = session["calibration"]
@@ -257,7 +259,7 @@ def test_re_measuring_stops_at_its_bound_and_says_what_stayed_disturbed(monkeypa
     monkeypatch.setattr(latency_probe, "calibration", lambda: next(calibrations))
     plan = {"blocks": 4, "single_calls_per_block": 5, "batch_calls_per_block": {"1": 1}}
     session = latency_probe._measure_blocks(
-        lambda _: None, [1], [1], plan, {"disturbed_factor": 1.3, "max_remeasured_blocks": 2}
+        lambda _: None, [1], [1], plan, {"disturbed_factor": 1.3, "max_involuntary_switches": 10**6, "max_remeasured_blocks": 2}
     )
     calibration = session["calibration"]
     assert calibration["remeasured_blocks"] == 2 and calibration["still_disturbed_blocks"] == 1
@@ -454,6 +456,30 @@ def test_a_session_is_disturbed_when_its_calibration_runs_much_slower_than_the_m
     assert session_disturbed(outcome(2.7), recent) and not session_disturbed(outcome(2.5), recent)
     assert not session_disturbed(outcome(9.0), recent[:3])  # too little history to judge
     assert not session_disturbed(None, recent)
+    still = ProbeOutcome({"calibration": {"median_ms": 2.0, "still_disturbed_blocks": 2}}, {}, None, 1.0)
+    assert session_disturbed(still, ())  # re-measuring its blocks did not get it a quiet CPU
+
+
+def test_a_block_that_shared_its_cpu_with_a_busy_process_counts_as_disturbed(affinity_restored):
+    """A real competitor on the same CPU: the kernel's involuntary switches give the block away."""
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    busy = subprocess.Popen(
+        [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]
+    )
+    try:
+        time.sleep(0.2)
+        plan = {"blocks": 3, "single_calls_per_block": 40, "batch_calls_per_block": {"1": 1}}
+        session = latency_probe._measure_blocks(
+            lambda _: sum(range(20_000)), [1], [1], plan,
+            {"disturbed_factor": 1e9, "max_involuntary_switches": 3, "max_remeasured_blocks": 1},
+        )
+    finally:
+        busy.kill()
+        busy.wait()
+    calibration = session["calibration"]
+    assert calibration["disturbed_blocks"] >= 1 and calibration["remeasured_blocks"] == 1
+    assert max(calibration["kept_involuntary_switches"]) > 3
 
 
 def test_of_two_sessions_the_calmer_one_is_kept_and_records_both():

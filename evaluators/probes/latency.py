@@ -18,7 +18,9 @@ The figure should be the model's, not the machine's momentary load, so the measu
   block are not independent: noise comes in bursts), and the calibration says how fast the
   machine was while each block ran;
 - re-measures a disturbed block: one whose calibration took more than ``disturbed_factor`` times
-  the median calibration of the session. Up to ``max_remeasured_blocks`` more blocks are timed,
+  the median calibration of the session, or during which the kernel took the CPU away from the
+  process more than ``max_involuntary_switches`` times (another runnable process shared the pinned
+  CPU: its time slices of a few milliseconds would land in the calls). Up to ``max_remeasured_blocks`` more blocks are timed,
   each clean one replacing a disturbed one; the document records how many were disturbed,
   re-measured and still disturbed at the end, and how busy the pinned CPU was with other work.
 
@@ -31,7 +33,7 @@ per block.
 
 ``params`` (defaults and meanings in evaluators/latency.py's DEFAULT_OPTIONS): max_seconds,
 blocks, min_calls, max_calls, warmup_calls, batch_sizes, sample_rows, disturbed_factor,
-max_remeasured_blocks and seed.
+max_involuntary_switches, max_remeasured_blocks and seed.
 
 The harness's own cost is the same loop timing a callable that does nothing. It is reported, not
 subtracted: latency distributions do not subtract, and on this loop it is well under 5% of the
@@ -150,17 +152,21 @@ def _measure_blocks(run, inputs: list, batch_inputs: list, plan: dict, params: d
     ]
     reference = float(np.median([block["calibration_ns"] for block in measured]))
     limit = params["disturbed_factor"] * reference
+
+    def disturbed(block: dict) -> bool:
+        return block["calibration_ns"] > limit or block["involuntary_switches"] > params["max_involuntary_switches"]
+
     kept = list(measured)
     remeasured = 0
     while remeasured < params["max_remeasured_blocks"]:
-        disturbed = [i for i, block in enumerate(kept) if block["calibration_ns"] > limit]
-        if not disturbed:
+        disturbed_kept = [i for i, block in enumerate(kept) if disturbed(block)]
+        if not disturbed_kept:
             break
         block = _block(run, inputs, batch_inputs, plan["single_calls_per_block"], batch_calls)
         measured.append(block)
         remeasured += 1
-        if block["calibration_ns"] <= limit:
-            worst = max(disturbed, key=lambda i: kept[i]["calibration_ns"])
+        if not disturbed(block):
+            worst = max(disturbed_kept, key=lambda i: (kept[i]["involuntary_switches"], kept[i]["calibration_ns"]))
             kept[worst] = block
     all_calibrations = np.array([block["calibration_ns"] for block in measured]) / 1e6
     kept_calibrations = np.array([block["calibration_ns"] for block in kept]) / 1e6
@@ -175,10 +181,12 @@ def _measure_blocks(run, inputs: list, batch_inputs: list, plan: dict, params: d
             "max_ms": float(all_calibrations.max()),
             "kept_ms": kept_calibrations.tolist(),
             "disturbed_factor": params["disturbed_factor"],
-            "disturbed_blocks": int((all_calibrations[: plan["blocks"]] * 1e6 > limit).sum()),
+            "max_involuntary_switches": params["max_involuntary_switches"],
+            "kept_involuntary_switches": [block["involuntary_switches"] for block in kept],
+            "disturbed_blocks": sum(disturbed(block) for block in measured[: plan["blocks"]]),
             "remeasured_blocks": remeasured,
             "max_remeasured_blocks": params["max_remeasured_blocks"],
-            "still_disturbed_blocks": int((kept_calibrations * 1e6 > limit).sum()),
+            "still_disturbed_blocks": sum(disturbed(block) for block in kept),
         },
     }
 
