@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
@@ -268,3 +269,134 @@ class SubmissionSerializer(serializers.ModelSerializer):
     def get_standing(self, submission) -> dict | None:
         """null until the submission has succeeded."""
         return standing_document(submission_standing(submission))
+
+
+class GateVerdictSerializer(serializers.Serializer):
+    gate = serializers.CharField(help_text="The gate as read, e.g. accuracy>=0.85 or accuracy max regression 0.01.")
+    kind = serializers.ChoiceField(choices=["threshold", "regression"])
+    key = serializers.CharField()
+    passed = serializers.BooleanField()
+    value = serializers.FloatField(allow_null=True, help_text="The submission's value; null when not measured.")
+    interval = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text="95% interval: of the value (threshold) or of the paired difference (regression); null if exact.",
+    )
+    limit = serializers.FloatField(help_text="The threshold, or the allowed regression.")
+    within_noise = serializers.BooleanField(
+        allow_null=True,
+        help_text="The line (the threshold, or minus the allowed regression) lies inside the interval; "
+        "null when the noise is unknown. An exact objective is never within noise.",
+    )
+    decided_by = serializers.ChoiceField(
+        choices=["point", "pessimistic bound", "exact value"],
+        allow_null=True,
+        help_text="point: the point estimate (default); pessimistic bound (strict): the interval's low end for "
+        ">= and >, its high end for <= and <; exact value: an objective without noise. null if not measured.",
+    )
+    margin = serializers.FloatField(allow_null=True, help_text="How far past the line a failing gate is.")
+    reason = serializers.CharField()
+    warning = serializers.CharField(help_text='Why the verdict is not firm (within noise, unknown noise), or "".')
+    reference_value = serializers.FloatField(allow_null=True, help_text="Regression: the reference's value.")
+    difference = serializers.FloatField(
+        allow_null=True, help_text="Regression: submission - reference in the objective's direction (positive: better)."
+    )
+
+
+class GatesSerializer(serializers.Serializer):
+    strict = serializers.BooleanField(help_text="Whether gates within noise were decided by the pessimistic bound.")
+    passed = serializers.BooleanField(help_text="Every gate passed.")
+    verdicts = GateVerdictSerializer(many=True)
+
+
+def gates_document(verdicts, *, strict: bool) -> dict:
+    return {
+        "strict": strict,
+        "passed": all(verdict.passed for verdict in verdicts),
+        "verdicts": [asdict(verdict) for verdict in verdicts],
+    }
+
+
+class SubmissionDetailSerializer(SubmissionSerializer):
+    gates = serializers.SerializerMethodField()
+
+    class Meta(SubmissionSerializer.Meta):
+        fields = [*SubmissionSerializer.Meta.fields, "gates"]
+
+    @extend_schema_field(GatesSerializer(allow_null=True))
+    def get_gates(self, submission) -> dict | None:
+        """The verdicts of the `gates` query parameter; null without one."""
+        return self.context.get("gates")
+
+
+class ObjectiveDifferenceSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    direction = serializers.ChoiceField(choices=["higher", "lower"])
+    value = serializers.FloatField(allow_null=True, help_text="The submission's value.")
+    reference_value = serializers.FloatField(allow_null=True, help_text="The other submission's value.")
+    difference = serializers.FloatField(
+        allow_null=True,
+        help_text="value - reference_value in the objective's direction: positive when the submission is better.",
+    )
+    interval = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text="95% percentile interval of the paired difference over the resamples where both are defined; "
+        "null for an exact objective or when the noise is unknown (see note).",
+    )
+    significant = serializers.BooleanField(
+        allow_null=True, help_text="The interval excludes 0 (exact: the difference is not 0); null if unknown."
+    )
+    exact = serializers.BooleanField(help_text="Neither submission has noise on it (no interval, no resamples).")
+    paired_resamples = serializers.IntegerField(help_text="Resamples behind the interval.")
+    note = serializers.CharField(help_text='What the interval leaves out, or why there is none; "" if nothing.')
+
+
+class ComparedSubmissionSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    url = serializers.URLField()
+
+
+class ComparisonSerializer(serializers.Serializer):
+    benchmark = serializers.CharField()
+    submission = ComparedSubmissionSerializer()
+    reference = ComparedSubmissionSerializer(help_text="The submission compared with ({other_id}).")
+    resamples = serializers.IntegerField(help_text="The benchmark's shared bootstrap resamples.")
+    objectives = ObjectiveDifferenceSerializer(many=True)
+    exact = serializers.ListField(child=serializers.CharField(), help_text="The objectives without noise.")
+    regressions = GatesSerializer(allow_null=True, help_text="The verdicts of `max_regression`; null without it.")
+
+
+def comparison_document(comparison, request, regressions: dict | None) -> dict:
+    def compared(submission) -> dict:
+        url = reverse("api-submission-detail", args=[submission.pk])
+        return {"id": str(submission.pk), "name": submission.name, "url": _absolute(request, url)}
+
+    return {
+        "benchmark": comparison.submission.benchmark.slug,
+        "submission": compared(comparison.submission),
+        "reference": compared(comparison.reference),
+        "resamples": comparison.resamples,
+        "objectives": [
+            {
+                "key": o.key,
+                "direction": "higher" if o.higher_is_better else "lower",
+                "value": o.value,
+                "reference_value": o.reference_value,
+                "difference": o.difference,
+                "interval": o.interval,
+                "significant": o.significant,
+                "exact": o.exact,
+                "paired_resamples": o.paired_resamples,
+                "note": o.note,
+            }
+            for o in comparison.objectives
+        ],
+        "exact": [o.key for o in comparison.objectives if o.exact],
+        "regressions": regressions,
+    }

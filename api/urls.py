@@ -12,6 +12,11 @@ urlpatterns = [
     path("v1/benchmarks/<slug:slug>/submissions/", views.SubmissionCreateView.as_view(), name="api-submission-create"),
     path("v1/benchmarks/<slug:slug>/leaderboard/", views.LeaderboardView.as_view(), name="api-leaderboard"),
     path("v1/submissions/<uuid:pk>/", views.SubmissionDetailView.as_view(), name="api-submission-detail"),
+    path(
+        "v1/submissions/<uuid:pk>/compare/<uuid:other_id>/",
+        views.SubmissionCompareView.as_view(),
+        name="api-submission-compare",
+    ),
     path("v1/submissions/<uuid:pk>/reports/<slug:name>/", views.ReportDetailView.as_view(), name="api-report-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

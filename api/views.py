@@ -2,7 +2,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import permissions, serializers, status
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,11 +20,17 @@ from api.schema import (
 from api.serializers import (
     BenchmarkCreateSerializer,
     BenchmarkSerializer,
+    ComparisonSerializer,
     SubmissionCreateSerializer,
+    SubmissionDetailSerializer,
     SubmissionSerializer,
+    comparison_document,
+    gates_document,
 )
 from leaderboard.boards import MAX_PAGE_SIZE, METHODS, board_get, board_query_parse
+from leaderboard.comparisons import paired_differences
 from leaderboard.errors import Rejected
+from leaderboard.gates import gates_parse, regression_verdicts, regressions_parse, strict_parse, threshold_verdicts
 from leaderboard.models import Benchmark, Report, Submission
 from leaderboard.services import benchmark_create, submission_create
 from leaderboard.views import train_csv_response
@@ -153,11 +159,79 @@ class SubmissionCreateView(APIView):
         return response
 
 
+STRICT = OpenApiParameter(
+    "strict",
+    bool,
+    description="Decide a gate within noise by the pessimistic end of its 95% interval (the low end for >= and >, "
+    "the high end for <= and <) instead of the point estimate; default false.",
+)
+
+
+def submission_get(pk) -> Submission:
+    try:
+        return Submission.objects.select_related("benchmark", "owner").get(pk=pk)
+    except Submission.DoesNotExist:
+        raise exceptions.NotFound(f"There is no submission {pk}.") from None
+
+
 class SubmissionDetailView(APIView):
-    @extend_schema(responses={200: SubmissionSerializer, **READ_ERRORS})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "gates",
+                str,
+                description="Thresholds to judge, e.g. accuracy>=0.85,latency_p99_ms<=5 (>=, <=, > or <): the "
+                "answer's `gates` says for each whether it passed, whether the threshold lies inside the "
+                "objective's 95% interval (within_noise) and what decided it. Judge once status is succeeded.",
+            ),
+            STRICT,
+        ],
+        responses={
+            200: SubmissionDetailSerializer,
+            400: field_errors("SubmissionGateErrors", ["gates", "strict"]),
+            **READ_ERRORS,
+        },
+    )
     def get(self, request, pk):
-        submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
-        return Response(SubmissionSerializer(submission, context={"request": request}).data)
+        submission = submission_get(pk)
+        context = {"request": request}
+        strict = strict_parse(request.query_params.get("strict"))
+        if "gates" in request.query_params:
+            gates = gates_parse(request.query_params["gates"], submission.benchmark)
+            context["gates"] = gates_document(threshold_verdicts(submission, gates, strict=strict), strict=strict)
+        return Response(SubmissionDetailSerializer(submission, context=context).data)
+
+
+class SubmissionCompareView(APIView):
+    @extend_schema(
+        description="The submission against another of its benchmark, objective by objective: both values, the "
+        "difference in the objective's direction (positive: the submission is better) and its 95% interval over "
+        "the benchmark's shared resamples, paired resample by resample.",
+        parameters=[
+            OpenApiParameter(
+                "max_regression",
+                str,
+                description="Regressions to judge against the other submission, e.g. accuracy=0.01,latency_p99_ms=1: "
+                "each passes when the submission is at most that much worse; within noise when minus the allowance "
+                "lies inside the paired interval.",
+            ),
+            STRICT,
+        ],
+        responses={
+            200: ComparisonSerializer,
+            400: field_errors("ComparisonErrors", ["other_id", "max_regression", "strict"]),
+            **READ_ERRORS,
+        },
+    )
+    def get(self, request, pk, other_id):
+        submission, reference = submission_get(pk), submission_get(other_id)
+        strict = strict_parse(request.query_params.get("strict"))
+        comparison = paired_differences(submission, reference)
+        regressions = None
+        if "max_regression" in request.query_params:
+            allowed = regressions_parse(request.query_params["max_regression"], submission.benchmark)
+            regressions = gates_document(regression_verdicts(comparison, allowed, strict=strict), strict=strict)
+        return Response(comparison_document(comparison, request, regressions))
 
 
 class ReportDetailView(APIView):

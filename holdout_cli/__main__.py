@@ -15,17 +15,7 @@ from typing import Mapping
 
 from holdout_cli import __version__, output
 from holdout_cli.client import ApiError, Client, ClientError, env_number
-from holdout_cli.gates import (
-    GateError,
-    MaxRegression,
-    Outcome,
-    higher_is_better,
-    keys_check,
-    regression_check,
-    regression_parse,
-    threshold_check,
-    threshold_parse,
-)
+from holdout_cli.gates import GateError, MaxRegression, Threshold, keys_check, regression_parse, threshold_parse
 from holdout_cli.metadata import MetadataError, ci_metadata, metadata_build, pairs_parse
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_EVALUATION_FAILED, EXIT_USAGE = 0, 1, 2, 3
@@ -47,6 +37,20 @@ exit codes:
   1  a gate failed; the output says which and by how much
   2  the evaluation failed (with its error), or did not finish within --timeout
   3  usage, configuration, authentication or connection problem (nothing was judged)
+"""
+
+
+NOISE_RULE = """\
+gates and noise:
+  Every sampled objective has a 95% interval. A gate whose line lies inside it (the threshold, or
+  for --max-regression minus the allowed regression inside the paired interval of the difference)
+  is "within noise": another draw of the test rows could turn the verdict. Such a gate is decided
+  by the point estimate and reported with a warning; with --strict, by the pessimistic bound (the
+  interval's low end for >= and >, its high end for <= and <). An exact objective (no interval,
+  e.g. size_bytes) is decided by its value and is never within noise. --max-regression compares
+  this submission with the reference resample by resample on the benchmark's shared resamples
+  (the server computes the paired difference and its interval). The server judges every gate;
+  GET /api/v1/submissions/{id}/?gates=...&strict=true gives the same verdicts without the client.
 """
 
 
@@ -76,7 +80,7 @@ def parser_build() -> Parser:
         help="upload a model, optionally wait for its evaluation and check gates",
         description="Upload a model (.onnx or .skops). With --wait, a gate or --compare-to, wait for the "
         "evaluation, print every objective with its interval and rank, and check the gates.",
-        epilog=EPILOG,
+        epilog=NOISE_RULE + "\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     submit.add_argument("benchmark", metavar="BENCHMARK", help="the benchmark's slug, e.g. adult")
@@ -121,7 +125,14 @@ def parser_build() -> Parser:
         action="append",
         default=[],
         metavar="OBJECTIVE=DELTA",
-        help="how much worse than the reference this submission may be, in the objective's direction; repeatable",
+        help="how much worse than the reference this submission may be, in the objective's direction, judged on "
+        "the paired difference and its 95%% interval; repeatable",
+    )
+    submit.add_argument(
+        "--strict",
+        action="store_true",
+        help="decide a gate within noise by the pessimistic end of its 95%% interval, not the point estimate "
+        "(see 'gates and noise' below)",
     )
     submit.add_argument(
         "--idempotency-key",
@@ -193,6 +204,8 @@ def submit_command(args, environ: Mapping[str, str]) -> int:
         raise Usage("--max-regression needs --compare-to best or --compare-to SUBMISSION_ID")
     if args.compare_to and not regressions:
         raise Usage("--compare-to needs at least one --max-regression OBJECTIVE=DELTA")
+    if args.strict and not (thresholds or regressions):
+        raise Usage("--strict needs a --gate or a --max-regression to decide")
     if args.timeout is not None and args.timeout <= 0:
         raise Usage("--timeout must be a positive number of seconds")
     artifact = model_read(args.model_file)
@@ -240,26 +253,31 @@ def submit_command(args, environ: Mapping[str, str]) -> int:
     reference = named_reference
     if args.compare_to == "best":
         reference = reference_best(client, benchmark["slug"], exclude=submission["id"])
-    outcomes = [threshold_check(gate, submission["metrics"]) for gate in thresholds]
-    outcomes += [regression_outcome(gate, submission, reference, benchmark) for gate in regressions]
-    failed = [outcome for outcome in outcomes if not outcome.passed]
-    document.update(
-        standing=standing,
-        reference=reference,
-        gates=[outcome.as_dict() for outcome in outcomes],
-    )
+    verdicts = threshold_verdicts(client, submission, thresholds, strict=args.strict)
+    comparison = None
+    if reference is not None:
+        comparison = compare_get(client, submission, reference, regressions, strict=args.strict)
+        verdicts += comparison["regressions"]["verdicts"]
+    elif regressions:
+        verdicts += [regression_unchecked(gate, submission) for gate in regressions]
+    failed = [verdict for verdict in verdicts if not verdict["passed"]]
+    document.update(standing=standing, reference=reference, comparison=comparison, strict=args.strict, gates=verdicts)
     if not args.json:
         print(output.submission_header(submission))
         print()
         print(output.objectives_table(submission, benchmark["objectives"], standing))
         print(output.standing_text(standing))
-        if outcomes:
+        if verdicts:
             print()
-            print(output.gates_text(outcomes))
+            print(output.gates_text(verdicts, strict=args.strict))
     if failed:
-        message = f"{len(failed)} of {len(outcomes)} gate(s) failed: " + "; ".join(o.reason for o in failed)
+        message = f"{len(failed)} of {len(verdicts)} gate(s) failed: " + "; ".join(v["reason"] for v in failed)
         return submit_finish(args, EXIT_GATE_FAILED, "gates_failed", submission, document, message, shown=True)
-    message = f"all {len(outcomes)} gate(s) passed" if outcomes else "evaluated; no gates to check"
+    message = f"all {len(verdicts)} gate(s) passed" if verdicts else "evaluated; no gates to check"
+    for label, state in (("within noise", True), ("noise unknown", None)):
+        unsure = [v["gate"] for v in verdicts if v["within_noise"] is state and v["warning"]]
+        if unsure:
+            message += f"; {label}: {', '.join(unsure)}"
     return submit_finish(args, EXIT_OK, "passed", submission, document, message, shown=True)
 
 
@@ -336,31 +354,45 @@ def reference_best(client: Client, slug: str, *, exclude: str) -> dict | None:
     return None
 
 
-def regression_outcome(gate: MaxRegression, submission: dict, reference: dict | None, benchmark: dict):
-    objective = next(o for o in benchmark["objectives"] if o["key"] == gate.key)
-    if reference is None:
-        # The first model on a benchmark has nothing to regress from; failing it would keep the board empty.
-        return regression_unchecked(gate, submission)
-    label = f"{'best ' if reference['source'] == 'best' else ''}{reference['name']!r} ({reference['id']})"
-    return regression_check(
-        gate,
-        submission["metrics"],
-        reference["metrics"],
-        higher_better=higher_is_better(objective),
-        reference_label=label,
+def threshold_verdicts(client: Client, submission: dict, thresholds: list[Threshold], *, strict: bool) -> list[dict]:
+    """The server's verdicts on the thresholds: it has the intervals, and one rule judges for everyone."""
+    if not thresholds:
+        return []
+    judged = client.get(
+        f"/api/v1/submissions/{submission['id']}/",
+        params={"gates": ",".join(str(gate) for gate in thresholds), "strict": "true" if strict else "false"},
+    )
+    if not judged.get("gates"):
+        raise ClientError(f"{client.base_url} does not judge gates (it is older than this client); upgrade the server")
+    return judged["gates"]["verdicts"]
+
+
+def compare_get(client: Client, submission: dict, reference: dict, regressions: list[MaxRegression], *, strict: bool):
+    """The paired comparison with the reference, with the server's verdicts on the allowed regressions."""
+    return client.get(
+        f"/api/v1/submissions/{submission['id']}/compare/{reference['id']}/",
+        params={"max_regression": ",".join(str(gate) for gate in regressions), "strict": "true" if strict else "false"},
     )
 
 
-def regression_unchecked(gate: MaxRegression, submission: dict):
-    return Outcome(
-        gate.label(),
-        "regression",
-        gate.key,
-        True,
-        submission["metrics"].get(gate.key),
-        "no other ranked submission on the leaderboard to compare with",
-        gate.delta,
-    )
+def regression_unchecked(gate: MaxRegression, submission: dict) -> dict:
+    # The first model on a benchmark has nothing to regress from; failing it would keep the board empty.
+    return {
+        "gate": gate.label(),
+        "kind": "regression",
+        "key": gate.key,
+        "passed": True,
+        "value": submission["metrics"].get(gate.key),
+        "interval": None,
+        "limit": gate.delta,
+        "within_noise": None,
+        "decided_by": None,
+        "margin": None,
+        "reason": "no other ranked submission on the leaderboard to compare with",
+        "warning": "",
+        "reference_value": None,
+        "difference": None,
+    }
 
 
 def standing_get(client: Client, submission: dict) -> dict | None:

@@ -1,14 +1,17 @@
-"""Gates: thresholds on an objective (`accuracy>=0.85`) and bounded regressions against a reference
-submission (`--max-regression accuracy=0.01`). Pure functions over the API's documents."""
+"""Gates as the command line writes them: thresholds on an objective (`accuracy>=0.85`) and bounded
+regressions against a reference submission (`--max-regression accuracy=0.01`).
+
+Only reading them lives here, so a typo is refused before anything is uploaded; the server judges
+them (with the objective's noise: api/v1/submissions/{id}/?gates=... and .../compare/{other}/) and
+the client prints its verdicts, so the client and a pipeline using curl cannot disagree.
+"""
 
 import math
-import operator
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 GATE_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*(\S+)\s*$")
 REGRESSION_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)\s*$")
-COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
 class GateError(ValueError):
@@ -22,7 +25,7 @@ class Threshold:
     limit: float
 
     def __str__(self) -> str:
-        return f"{self.key}{self.op}{self.limit:g}"
+        return f"{self.key}{self.op}{self.limit:.15g}"
 
 
 @dataclass(frozen=True)
@@ -31,26 +34,10 @@ class MaxRegression:
     delta: float
 
     def __str__(self) -> str:
-        return f"{self.key} at most {self.delta:g} worse than the reference"
+        return f"{self.key}={self.delta:.15g}"
 
     def label(self) -> str:
-        return f"{self.key} max regression {self.delta:g}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    gate: str
-    kind: str  # "threshold" | "regression"
-    key: str
-    passed: bool
-    value: float | None
-    reason: str
-    limit: float | None = None
-    reference_value: float | None = None
-    margin: float | None = None  # how far past the line a failing gate is (positive), else None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+        return f"{self.key} max regression {self.delta:.15g}"
 
 
 def threshold_parse(text: str) -> Threshold:
@@ -97,60 +84,6 @@ def higher_is_better(objective: dict) -> bool:
     if "higher_is_better" in objective:
         return bool(objective["higher_is_better"])
     return objective.get("direction", "higher") != "lower"
-
-
-def threshold_check(gate: Threshold, metrics: dict) -> Outcome:
-    value = metrics.get(gate.key)
-    if value is None:
-        return Outcome(str(gate), "threshold", gate.key, False, None, f"{gate.key} was not measured", gate.limit)
-    if COMPARISONS[gate.op](value, gate.limit):
-        return Outcome(str(gate), "threshold", gate.key, True, value, f"{gate.key} is {fmt(value)}", gate.limit)
-    margin = gate.limit - value if gate.op in (">=", ">") else value - gate.limit
-    side = "short by" if gate.op in (">=", ">") else "over by"
-    reason = f"{gate.key} is {fmt(value)}, needs {gate.op} {gate.limit:g} ({side} {fmt(margin)})"
-    return Outcome(str(gate), "threshold", gate.key, False, value, reason, gate.limit, margin=margin)
-
-
-def regression_check(
-    gate: MaxRegression, metrics: dict, reference: dict, *, higher_better: bool, reference_label: str
-) -> Outcome:
-    """The candidate may be at most `delta` worse than the reference in the objective's direction."""
-    value, reference_value = metrics.get(gate.key), reference.get(gate.key)
-    text = gate.label()
-    if value is None or reference_value is None:
-        missing = "this submission" if value is None else "the reference"
-        return Outcome(
-            text,
-            "regression",
-            gate.key,
-            False,
-            value,
-            f"{gate.key} was not measured for {missing}",
-            gate.delta,
-            reference_value,
-        )
-    worse_by = reference_value - value if higher_better else value - reference_value
-    # Differences of decimals are inexact (0.86 - 0.85 > 0.01); a regression of exactly the
-    # allowance must pass.
-    tolerance = 1e-9 * max(1.0, abs(reference_value))
-    comparison = f"{fmt(value)} vs {fmt(reference_value)} of {reference_label}"
-    if worse_by <= 0:
-        return Outcome(
-            text,
-            "regression",
-            gate.key,
-            True,
-            value,
-            f"{gate.key} {comparison}: not worse",
-            gate.delta,
-            reference_value,
-        )
-    if worse_by <= gate.delta + tolerance:
-        reason = f"{gate.key} {comparison}: {fmt(worse_by)} worse, within {gate.delta:g}"
-        return Outcome(text, "regression", gate.key, True, value, reason, gate.delta, reference_value)
-    margin = worse_by - gate.delta
-    reason = f"{gate.key} {comparison}: {fmt(worse_by)} worse, at most {gate.delta:g} allowed (over by {fmt(margin)})"
-    return Outcome(text, "regression", gate.key, False, value, reason, gate.delta, reference_value, margin)
 
 
 def fmt(value) -> str:

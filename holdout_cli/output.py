@@ -4,7 +4,7 @@ import sys
 import time
 from typing import TextIO
 
-from holdout_cli.gates import Outcome, fmt, higher_is_better
+from holdout_cli.gates import fmt, higher_is_better
 
 # A line at least this often when the output is a log file rather than a terminal, so a CI log
 # shows the job is alive without filling up with one line per poll.
@@ -88,10 +88,15 @@ def standing_text(standing: dict | None) -> str:
     return f"Rank on the default leaderboard: {standing['rank']}{of}{tied}{score}"
 
 
-def gates_text(outcomes: list[Outcome]) -> str:
-    lines = ["Gates:"]
-    for outcome in outcomes:
-        lines.append(f"  {'PASS' if outcome.passed else 'FAIL'}  {outcome.gate}: {outcome.reason}")
+def gates_text(verdicts: list[dict], *, strict: bool) -> str:
+    """The server's verdicts, each with what makes it unsure (within noise, unknown noise) under it."""
+    rule = "the pessimistic bound (--strict)" if strict else "the point estimate (--strict: the pessimistic bound)"
+    lines = [f"Gates (within noise: decided by {rule}):"]
+    for verdict in verdicts:
+        mark = "PASS" if verdict["passed"] else "FAIL"
+        lines.append(f"  {mark}  {verdict['gate']}: {verdict['reason']}")
+        if verdict["warning"]:
+            lines.append(f"        ! {verdict['warning']}")
     return "\n".join(lines)
 
 

@@ -202,25 +202,27 @@ def rank_board(
     )
 
 
-def parse_constraints(text: str, known_keys) -> list[Constraint]:
-    """`latency_p99_ms<=10,demographic_parity_difference<=0.1` -> constraints, refusing what it cannot read."""
+def parse_constraints(text: str, known_keys, *, what: str = "constraint") -> list[Constraint]:
+    """`latency_p99_ms<=10,demographic_parity_difference<=0.1` -> constraints, refusing what it cannot read.
+
+    `what` names them in the messages: the same form is a leaderboard's constraint and a CI gate."""
     known_keys = list(known_keys)
     constraints = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         match = re.fullmatch(r"([^<>=!\s]+)\s*([<>=!]+)\s*(.*)", item)
         if match is None:
-            raise ValueError(f"constraint '{item}' needs the form key<=number, e.g. latency_p99_ms<=10.")
+            raise ValueError(f"{what} '{item}' needs the form key<=number, e.g. latency_p99_ms<=10.")
         key, op, number = match.groups()
         if key not in known_keys:
-            raise ValueError(f"unknown objective '{key}' in constraint '{item}'; known: {', '.join(known_keys)}.")
+            raise ValueError(f"unknown objective '{key}' in {what} '{item}'; known: {', '.join(known_keys)}.")
         if op not in OPERATORS:
-            raise ValueError(f"constraint '{item}' has operator '{op}'; use one of {', '.join(OPERATORS)}.")
+            raise ValueError(f"{what} '{item}' has operator '{op}'; use one of {', '.join(OPERATORS)}.")
         try:
             value = float(number)
         except ValueError:
-            raise ValueError(f"constraint '{item}' compares with '{number}', which is not a number.") from None
+            raise ValueError(f"{what} '{item}' compares with '{number}', which is not a number.") from None
         if not math.isfinite(value):
-            raise ValueError(f"constraint '{item}' compares with '{number}'; it needs a finite number.")
+            raise ValueError(f"{what} '{item}' compares with '{number}'; it needs a finite number.")
         constraints.append(Constraint(key, op, value))
     return constraints
 

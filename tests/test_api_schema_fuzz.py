@@ -49,7 +49,12 @@ def world(live_server, broker, adult_benchmark, adult_baselines, django_user_mod
     return {
         "schema": schemathesis.openapi.from_url(f"{live_server.url}/api/schema/"),
         "base_url": live_server.url,
-        "known": {"slug": adult_benchmark.slug, "id": str(succeeded.pk), "name": "performance"},
+        "known": {
+            "slug": adult_benchmark.slug,
+            "id": str(succeeded.pk),
+            "other_id": str(succeeded.pk),
+            "name": "performance",
+        },
         "person": api_token_create(owner=person, name="fuzz")[1],
         "staff": api_token_create(owner=staff, name="fuzz-staff")[1],
     }
@@ -98,6 +103,7 @@ def test_every_read_answers_as_the_schema_says(world):
         "/api/v1/benchmarks/{slug}/",
         "/api/v1/benchmarks/{slug}/leaderboard/",
         "/api/v1/submissions/{id}/",
+        "/api/v1/submissions/{id}/compare/{other_id}/",
         "/api/v1/submissions/{id}/reports/{name}/",
     }
     for operation in reads:

@@ -15,6 +15,7 @@ from rest_framework.authtoken.models import Token
 
 from leaderboard.models import Submission
 from tests.conftest import baseline_named
+from tests.environment import PROJECT_DIR
 from tests.test_evaluation import onnx_with_inputs
 
 HOLDOUT = Path(sys.executable).with_name("holdout")
@@ -26,6 +27,8 @@ def holdout(*args: str, url: str | None, token: str | None = None, env: dict | N
     assert HOLDOUT.exists(), f"{HOLDOUT} is missing: run scripts/setup.sh"
     environ = {name: value for name, value in os.environ.items() if not name.startswith(CI_VARIABLE_PREFIXES)}
     environ.update(HOLDOUT_POLL_INTERVAL="0.25", HOLDOUT_BACKOFF="0.05", HOLDOUT_RETRIES="2")
+    # The installed executable with this checkout's client, whichever checkout the shared virtualenv was installed from.
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), environ.get("PYTHONPATH")]))
     if url:
         environ["HOLDOUT_URL"] = url
     if token:
@@ -136,7 +139,9 @@ def test_gates_pass_with_exit_0_fail_with_exit_1_and_the_margin_and_a_repeated_k
     assert not short["passed"] and short["margin"] == pytest.approx(0.9 - weak_accuracy)
     assert fine["passed"]
     assert not regression["passed"] and regression["margin"] == pytest.approx(good_accuracy - weak_accuracy - 0.01)
-    assert f"short by {0.9 - weak_accuracy:.4f}" in short["reason"]
+    assert f"short by {0.9 - weak_accuracy:.6g}" in short["reason"] and short["decided_by"] == "point"
+    assert regression["difference"] == pytest.approx(weak_accuracy - good_accuracy)
+    assert regression["within_noise"] is False and regression["interval"][1] < 0
 
     # The same key again (a retried CI job) evaluates nothing new: the gates are checked on the original.
     replayed = holdout(
@@ -189,6 +194,79 @@ def test_gates_pass_with_exit_0_fail_with_exit_1_and_the_margin_and_a_repeated_k
     assert [b["slug"] for b in json.loads(listed.stdout)] == ["adult"]
 
 
+def test_a_gate_within_noise_passes_on_the_point_estimate_and_fails_with_strict_on_the_pessimistic_bound(
+    live_server, celery_worker, token, adult_benchmark, adult_baselines, tmp_path
+):
+    good = baseline_named(adult_baselines, "onnx:")
+    good_path = model_file(tmp_path, good.filename, good.data)
+
+    def submit(path, name, *gates):
+        # The name is the idempotency key: submitting a name again judges the evaluated submission anew.
+        result = holdout(
+            "submit", "adult", path, "--name", name, "--idempotency-key", name, *gates, url=live_server.url, token=token
+        )
+        return result, (json.loads(result.stdout) if "--json" in gates else None)
+
+    far, document = submit(good_path, "good", "--json", "--gate", "accuracy>=0.5", "--gate", "size_bytes<=1e9")
+    assert far.returncode == 0, far.stderr
+    accuracy, size = document["gates"]
+    assert accuracy["within_noise"] is False and accuracy["decided_by"] == "point" and accuracy["warning"] == ""
+    assert size["within_noise"] is False and size["decided_by"] == "exact value" and size["interval"] is None
+    stored = Submission.objects.get(name="good")
+    point, (low, high) = stored.metrics["accuracy"], stored.intervals["accuracy"]
+    assert accuracy["interval"] == pytest.approx([low, high]) and low < point
+    inside = f"accuracy>={(low + point) / 2!r}"
+
+    # The same key again: nothing is evaluated anew.
+    noisy, _ = submit(good_path, "good", "--gate", inside)
+    assert noisy.returncode == 0, noisy.stderr
+    assert f"PASS  {inside}" in noisy.stdout and "! within noise" in noisy.stdout
+    assert "decided by the point estimate" in noisy.stdout and f"within noise: {inside}" in noisy.stdout
+    strict, document = submit(good_path, "good", "--json", "--strict", "--gate", inside, "--gate", "accuracy>=0.5")
+    assert strict.returncode == 1, strict.stderr
+    (failed, passed) = document["gates"]
+    assert document["strict"] is True and not failed["passed"] and passed["passed"]
+    assert failed["within_noise"] is True and failed["decided_by"] == "pessimistic bound"
+    assert failed["margin"] == pytest.approx((low + point) / 2 - low)
+    assert passed["within_noise"] is False and passed["decided_by"] == "pessimistic bound"
+
+    # The same model again: on the shared resamples its paired difference is exactly 0 everywhere.
+    twin, document = submit(
+        good_path, "twin", "--json", "--compare-to", str(stored.pk), "--max-regression", "accuracy=0.001"
+    )
+    assert twin.returncode == 0, twin.stderr
+    (regression,) = document["gates"]
+    assert regression["difference"] == 0 and regression["interval"] == [0, 0] and regression["within_noise"] is False
+    compared = {objective["key"]: objective for objective in document["comparison"]["objectives"]}
+    for key in ("accuracy", "roc_auc", "log_loss", "demographic_parity_difference"):
+        assert compared[key]["interval"] == [0, 0] and compared[key]["significant"] is False, key
+    assert "size_bytes" in document["comparison"]["exact"]
+
+    weak = baseline_named(adult_baselines, "Majority class")
+    weak_path = model_file(tmp_path, weak.filename, weak.data)
+    worse, document = submit(
+        weak_path, "weak", "--json", "--compare-to", str(stored.pk), "--max-regression", "accuracy=0.01"
+    )
+    assert worse.returncode == 1, worse.stderr
+    (regression,) = document["gates"]
+    difference, (difference_low, difference_high) = regression["difference"], regression["interval"]
+    assert difference_high < -0.01 and regression["within_noise"] is False and not regression["passed"]
+    assert compared["accuracy"]["value"] - document["submission"]["metrics"]["accuracy"] == pytest.approx(-difference)
+    allowance = f"accuracy={-(difference_low + difference) / 2!r}"  # minus it lies between the low end and the point
+    lenient, document = submit(
+        weak_path, "weak", "--json", "--compare-to", str(stored.pk), "--max-regression", allowance
+    )
+    assert lenient.returncode == 0, lenient.stderr
+    assert document["gates"][0]["within_noise"] is True and document["gates"][0]["decided_by"] == "point"
+    assert "within noise" in document["message"]
+    strict, document = submit(
+        weak_path, "weak", "--json", "--strict", "--compare-to", str(stored.pk), "--max-regression", allowance
+    )
+    assert strict.returncode == 1, strict.stderr
+    assert document["gates"][0]["decided_by"] == "pessimistic bound" and not document["gates"][0]["passed"]
+    assert Submission.objects.count() == 3
+
+
 def test_a_broken_model_exits_2_with_the_evaluations_error(
     live_server, celery_worker, token, adult_benchmark, tmp_path
 ):
@@ -226,6 +304,7 @@ def test_usage_configuration_and_authentication_problems_exit_3_before_anything_
     assert "cannot read gate" in submit("--gate", "accuracy=>0.8").stderr
     assert "--max-regression needs --compare-to" in submit("--max-regression", "accuracy=0.01").stderr
     assert submit("--compare-to", "best", "--max-regression", "accurate=0.01").returncode == 3
+    assert "--strict needs a --gate or a --max-regression" in submit("--strict").stderr
     missing = holdout("submit", "adult", str(tmp_path / "nope.onnx"), "--name", "m", url=url, token=token)
     assert missing.returncode == 3 and "no such file" in missing.stderr
     assert "no benchmark 'nope'" in holdout("submit", "nope", model, "--name", "m", url=url, token=token).stderr
@@ -346,22 +425,3 @@ def test_the_client_imports_nothing_of_the_servers_stack():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
-
-
-def test_a_regression_of_exactly_the_allowance_passes_and_direction_decides_what_worse_means():
-    from holdout_cli.gates import regression_check, regression_parse, threshold_check, threshold_parse
-
-    accuracy = regression_parse("accuracy=0.01")
-    assert regression_check(
-        accuracy, {"accuracy": 0.85}, {"accuracy": 0.86}, higher_better=True, reference_label="r"
-    ).passed
-    latency = regression_parse("latency_p99_ms=1")
-    slower = regression_check(
-        latency, {"latency_p99_ms": 7.5}, {"latency_p99_ms": 5}, higher_better=False, reference_label="r"
-    )
-    assert not slower.passed and slower.margin == pytest.approx(1.5) and "over by 1.5000" in slower.reason
-    assert regression_check(
-        latency, {"latency_p99_ms": 1}, {"latency_p99_ms": 5}, higher_better=False, reference_label="r"
-    ).passed
-    missing = threshold_check(threshold_parse("roc_auc>0.5"), {"accuracy": 0.9})
-    assert not missing.passed and missing.reason == "roc_auc was not measured"
