@@ -281,7 +281,7 @@ def baseline_in_sandbox(tmp_path, baseline, features: pd.DataFrame, *, limits, p
     )
 
 
-def repeated_work_regressor(repeats: int, width: int = 50_000) -> bytes:
+def repeated_work_regressor(repeats: int, width: int = 200_000) -> bytes:
     """A regressor on 'age' that does the same work `repeats` times: sum(tanh(age * w_k)) over k,
     each w_k `width` wide. Twice the repeats is twice the work per row, for latency tests."""
     nodes, initializers, terms = [], [], []
