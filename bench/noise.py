@@ -37,19 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from submit_to_result import PROJECT, PYTHON, free_port, manage, prepare  # noqa: E402
 
 WAIT_SECONDS = 1800
-DETERMINISTIC = (
-    "accuracy",
-    "balanced_accuracy",
-    "f1_macro",
-    "roc_auc",
-    "log_loss",
-    "demographic_parity_difference",
-    "equalized_odds_difference",
-    "worst_group_accuracy",
-    "accuracy_gap",
-    "shap_features_90",
-    "sensitive_attribution_share",
-)
+# Objectives computed from the one prediction pass with seeded resamples: equal for equal predictions.
+DETERMINISTIC_EVALUATORS = ["performance", "fairness", "interpretability"]
 METHODS = ("utility", "dynascore", "winrate")
 # The copies of one format agree on a deterministic objective when they differ by no more than this.
 EQUAL_RELATIVE = 1e-6
@@ -162,9 +151,11 @@ def spread_table(rounds: dict[str, dict[str, list[dict]]]) -> None:
 
 
 def format_agreement(rounds) -> None:
+    from leaderboard.objectives import objective_keys
+
     print("\nskops and ONNX on the deterministic objectives (largest difference over all copies):")
     for label, results in rounds.items():
-        for key in DETERMINISTIC:
+        for key in objective_keys("binary", DETERMINISTIC_EVALUATORS):
             values = {fmt: [copy["metrics"].get(key) for copy in copies] for fmt, copies in results.items()}
             flat = [v for vs in values.values() for v in vs if v is not None]
             if not flat:

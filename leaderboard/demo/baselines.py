@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-# The types skops flags as untrusted that Holdout's default allowlist accepts (see DESIGN.md).
+# The types skops flags as untrusted that Holdout's default allowlist accepts (see the README's
+# "Submitting a model").
 # A baseline reporting anything else could not be submitted, so training one is an error.
 SKOPS_TRUSTED_TYPES = frozenset(
     {
