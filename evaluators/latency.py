@@ -1,7 +1,8 @@
 """Latency and throughput, from the calls the latency probe timed in the model process.
 
-Percentiles are numpy's (``np.percentile``, linear interpolation) over every recorded call, in
-milliseconds; throughput is the most rows per second over the batch sizes. The probe measured in
+Percentiles are numpy's (``np.percentile``, linear interpolation) over every recorded call's
+on-core time (its wall time less time the kernel gave its CPU to other processes; see the probe),
+in milliseconds; throughput is the most rows per second of on-core time over the batch sizes. The probe measured in
 interleaved blocks (evaluators/probes/latency.py), and the intervals bootstrap whole blocks:
 calls inside a block share its moment's load, so they are not independent, but blocks spread
 over the session are close to it. Each resample draws the blocks with replacement (seeded with
@@ -47,9 +48,6 @@ DEFAULT_OPTIONS = {
     # A block whose calibration workload took this many times the session's median is disturbed
     # (something else ran on its CPU) and is measured again, at most max_remeasured_blocks times.
     "disturbed_factor": 1.3,
-    # ... or during which another process took the pinned CPU more than this many times (alone on
-    # a CPU a block sees none or one; sharing it with a busy process, dozens).
-    "max_involuntary_switches": 3,
     "max_remeasured_blocks": 10,
     # The least session-to-session spread (log-sd) assumed for a model's figures; see the docstring.
     "session_spread_floor": 0.2,
@@ -160,6 +158,7 @@ def _document(
         "isolation": probe_document["isolation"],
         "calibration": probe_document["calibration"],
         "machine_load": probe_document["machine_load"],
+        "off_core": probe_document.get("off_core"),
         "environment": probe_document["environment"],
     }
 
@@ -179,7 +178,8 @@ def measured_blocks(arrays: dict, batch_sizes: list[int]) -> dict:
     return {
         "single_ms": single_ms[np.argsort(block_of_call, kind="stable")].reshape(n_blocks, calls[0]),
         "batch_calls": arrays["batch_calls"],
-        "batch_wall_ns": arrays["batch_wall_ns"],
+        # On-core time of each block's batches: their wall time, less what went to other processes.
+        "batch_core_ns": np.minimum(arrays["batch_wall_ns"], arrays["batch_cpu_ns"]),
         "batch_cpu_ns": arrays["batch_cpu_ns"],
         "row_counts": np.asarray(batch_sizes),  # rows per call of each batch size
     }
@@ -237,7 +237,7 @@ def block_bootstrap(blocks: dict, *, resamples: int, seed: int, best_batch: int)
         values.append(np.percentile(pooled, list(PERCENTILES.values()), axis=1).T)
     percentiles = np.concatenate(values)
     rows = blocks["batch_calls"][drawn].sum(axis=1) * blocks["row_counts"]
-    wall = blocks["batch_wall_ns"][drawn].sum(axis=1) / 1e9
+    wall = blocks["batch_core_ns"][drawn].sum(axis=1) / 1e9
     cpu = blocks["batch_cpu_ns"][drawn].sum(axis=1) / 1e9
     result = {name: percentiles[:, column] for column, name in enumerate(PERCENTILES)}
     result["throughput_rows_per_s"] = (rows / wall).max(axis=1)

@@ -479,6 +479,12 @@ def _measurement_conditions(document: dict) -> str:
             f" Other work used {load['other_work_share']:.0%} of the pinned CPU and the hypervisor "
             f"took {load['steal_share']:.0%}."
         )
+    off_core = document.get("off_core")
+    if off_core:
+        text += (
+            f" Times are on-core: {off_core['share_of_wall']:.1%} of the calls' wall time went to other "
+            f"processes and is left out ({off_core['calls']} of {off_core['of_calls']} calls)."
+        )
     return text
 
 
