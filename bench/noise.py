@@ -242,13 +242,34 @@ print(json.dumps(answers))
         print(f"  {preset:<20} {method:<10} {shown}")
 
 
+def report_errors(rounds) -> None:
+    """A copy whose evaluator failed has no figure for it: say which and why, rather than drop it silently."""
+    failed = [
+        (label, fmt, copy["name"], evaluator, error)
+        for label, results in rounds.items()
+        for fmt, copies in results.items()
+        for copy in copies
+        for evaluator, error in copy.get("report_errors", {}).items()
+    ]
+    if failed:
+        print(f"\n{len(failed)} evaluator failures among the copies:")
+        for label, fmt, name, evaluator, error in failed:
+            print(f"  {label:<7} {fmt:<6} {name}: {evaluator}: {error}")
+
+
 def p99_variation(rounds) -> None:
     print("\nlatency_p99_ms coefficient of variation across copies (target: at most 10% under load):")
     for fmt in next(iter(rounds.values())):
         cells = []
         for label, results in rounds.items():
-            values = [copy["metrics"]["latency_p99_ms"] for copy in results[fmt]]
-            cells.append(f"{label} {statistics.stdev(values) / statistics.mean(values):.1%} (median {statistics.median(values):.4g} ms)")
+            values = [copy["metrics"]["latency_p99_ms"] for copy in results[fmt] if "latency_p99_ms" in copy["metrics"]]
+            if len(values) < 2:
+                cells.append(f"{label} n/a ({len(values)} copies measured)")
+                continue
+            cells.append(
+                f"{label} {statistics.stdev(values) / statistics.mean(values):.1%} "
+                f"(median {statistics.median(values):.4g} ms, {len(values)} copies)"
+            )
         print(f"  {fmt:<6} " + "   ".join(cells))
 
 
@@ -290,6 +311,7 @@ def main() -> None:
                 print(f"round {label}: {2 * options.copies} copies evaluated in {time.perf_counter() - started:.0f} s")
             spread_table(rounds)
             format_agreement(rounds)
+            report_errors(rounds)
             p99_variation(rounds)
             tie_table(env, port, rounds)
         finally:
