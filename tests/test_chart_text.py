@@ -93,7 +93,8 @@ def test_a_hostile_submission_name_leaves_every_page_answering(
 def svg_texts(chart) -> list[str]:
     import xml.etree.ElementTree as ET
 
-    return ["".join(element.itertext()) for element in ET.fromstring(chart.svg).iter("{http://www.w3.org/2000/svg}text")]
+    texts = ET.fromstring(chart.svg).iter("{http://www.w3.org/2000/svg}text")
+    return ["".join(element.itertext()) for element in texts]
 
 
 @pytest.mark.parametrize("name", ["$\\foo$", "$$", "$x$ costs $5"])
@@ -131,7 +132,9 @@ def test_missing_data_is_still_said_not_replaced_by_a_placeholder():
         charts.pareto_chart([{"label": "a", "x": None, "y": 1.0}], "accuracy", "latency_p99_ms")
 
 
-def test_a_benchmark_page_whose_charts_fail_still_answers(monkeypatch, client, lending_benchmark, lending_baselines, user):
+def test_a_benchmark_page_whose_charts_fail_still_answers(
+    monkeypatch, client, lending_benchmark, lending_baselines, user
+):
     from leaderboard import charts
 
     def broken(*arguments, **keywords):
