@@ -9,15 +9,26 @@ overruns the time limit loses only its own result.
 
 import importlib
 import json
+import os
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from pandas.api.types import is_numeric_dtype
+# pyarrow's default allocator (mimalloc) reserves about a gigabyte of address space on its first
+# allocation, which under the child's address-space limit (RLIMIT_AS) took most of a small
+# HOLDOUT_MODEL_MEMORY_MB: the model and the probes then failed for want of what was left. malloc
+# reserves only what is used. pyarrow reads this once, when pandas first loads it, so it is set
+# only where pandas is not loaded yet: in the model process, which imports this module first
+# (model_process.py); a worker that imports it has pandas loaded already and is left as it is.
+if "pandas" not in sys.modules:
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+import numpy as np  # noqa: E402 - after the allocator is chosen
+import pandas as pd  # noqa: E402
+from pandas.api.types import is_numeric_dtype  # noqa: E402
 
 # What numpy, onnxruntime, the C++ runtime and the dynamic loader say when an allocation fails
 # under the address-space limit.
