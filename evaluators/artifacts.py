@@ -7,6 +7,7 @@ the uploader wrote is executed, imported or deserialised into live objects.
 import bz2
 import hashlib
 import io
+import json
 import lzma
 import pickletools
 import zipfile
@@ -25,10 +26,16 @@ ACCEPTED_EXTENSIONS = {".onnx": "onnx", ".skops": "skops"}
 PICKLE_EXTENSIONS = frozenset({".pkl", ".pickle", ".joblib", ".sav"})
 STANDARD_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 
-# skops stores arrays uncompressed by default, so an honest file unpacks to about its own size.
-# skops reads every member into memory while auditing, so cap the unpacked size well above
-# any honest compression ratio to keep a zip bomb from exhausting the inspecting process.
-MAX_UNPACKED_RATIO = 20
+# skops stores arrays uncompressed by default, so an honest file unpacks to about its own size,
+# and even a deflated one to a few times it. skops reads every member into memory while auditing,
+# so the unpacked size is bounded before it does: at most MAX_UNPACKED_RATIO times the upload
+# (far above any honest compression, far below a zip bomb's thousands) and never more than
+# MAX_UNPACKED_BYTES, whatever the upload.
+MAX_UNPACKED_RATIO = 200
+MAX_UNPACKED_BYTES = 1 << 30
+# Members are decompressed this much at a time while they are measured, so measuring a member
+# costs this much memory however large it unpacks.
+_UNPACK_CHUNK = 1 << 20
 
 _EXPORT_ADVICE = (
     'Export the model instead with skops: skops.io.dump(model, "model.skops"), or to ONNX '
@@ -64,9 +71,16 @@ class ArtifactInfo:
 
 
 def inspect_artifact(
-    data: bytes, *, filename: str, max_bytes: int, skops_trusted: Sequence[str]
+    data: bytes,
+    *,
+    filename: str,
+    max_bytes: int,
+    skops_trusted: Sequence[str],
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
 ) -> ArtifactInfo:
-    """Decide the artifact's format from its content and refuse anything Holdout won't run."""
+    """Decide the artifact's format from its content and refuse anything Holdout won't run.
+
+    max_unpacked_bytes: the most a skops archive may unpack to, whatever its compression."""
     if not data:
         raise ArtifactRejected(
             f"{filename} is empty. Upload a model saved as ONNX (.onnx) or skops (.skops)."
@@ -110,7 +124,7 @@ def inspect_artifact(
                 f"{filename} is named .skops but is not a zip archive, so it is not a skops "
                 'file. Save the model with skops.io.dump(model, "model.skops").'
             )
-        _check_skops(data, filename, max_bytes=max_bytes, trusted=skops_trusted)
+        _check_skops(data, filename, max_unpacked_bytes=max_unpacked_bytes, trusted=skops_trusted)
     return ArtifactInfo(
         format=ACCEPTED_EXTENSIONS[extension],
         sha256=hashlib.sha256(data).hexdigest(),
@@ -120,6 +134,11 @@ def inspect_artifact(
 
 def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f}"
+
+
+def _size_text(size: int) -> str:
+    """Megabytes, or kilobytes below one: a small bomb's upload would otherwise read "0.0 MB"."""
+    return f"{size / 1_000_000:.1f} MB" if size >= 1_000_000 else f"{size / 1000:.1f} kB"
 
 
 def _sniff_compression(data: bytes) -> tuple[str | None, bytes]:
@@ -221,26 +240,23 @@ def _tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                     yield from (sparse.values, sparse.indices)
 
 
-def _check_skops(data: bytes, filename: str, *, max_bytes: int, trusted: Sequence[str]) -> None:
+def _check_skops(data: bytes, filename: str, *, max_unpacked_bytes: int, trusted: Sequence[str]) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
-    except zipfile.BadZipFile:
-        _reject_skops(filename, "it is not a readable zip archive")
-    if "schema.json" not in {member.filename for member in members}:
-        _reject_skops(filename, "it has no schema.json")
-    unpacked = sum(member.file_size for member in members)
-    if unpacked > max_bytes * MAX_UNPACKED_RATIO:
-        _reject_skops(
-            filename,
-            f"it unpacks to {_megabytes(unpacked)} MB, far more than any honest compression of "
-            f"a {_megabytes(max_bytes)} MB upload",
-        )
+            if "schema.json" not in {member.filename for member in members}:
+                _reject_skops(filename, "it has no schema.json")
+            _check_unpacked_size(archive, members, filename, packed=len(data), cap=max_unpacked_bytes)
+            _check_schema(archive.read("schema.json"), filename)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+        _reject_skops(filename, f"it is not a readable zip archive ({_shorten(str(error))})")
     try:
         # Only builds skops' audit tree from schema.json and the arrays: nothing is constructed.
         found = skops.io.get_untrusted_types(data=data)
+    except RecursionError:
+        _reject_skops(filename, "its schema.json nests objects too deeply for skops to audit")
     except Exception as error:  # any failure to parse untrusted input is a bad file, whatever its type
-        _reject_skops(filename, f"skops cannot read it ({type(error).__name__}: {_shorten(str(error))})")
+        _reject_skops(filename, f"skops cannot read it: {_shorten(str(error)) or type(error).__name__}")
     allowed = set(trusted)
     untrusted = [name for name in found if name not in allowed]
     if untrusted:
@@ -249,6 +265,52 @@ def _check_skops(data: bytes, filename: str, *, max_bytes: int, trusted: Sequenc
             "Holdout loads scikit-learn estimators and an allowlist of types from skops files; "
             "submit a model built from those, or export it to ONNX with skl2onnx."
         )
+
+
+def _check_unpacked_size(archive: zipfile.ZipFile, members, filename: str, *, packed: int, cap: int) -> None:
+    """Refuse an archive that unpacks to more than MAX_UNPACKED_RATIO times `packed` or more than
+    `cap` bytes, before anything reads it whole.
+
+    The sizes the archive declares are checked first (a bomb that states its size costs nothing);
+    then every member is decompressed a chunk at a time and counted, so a member that declares
+    less than it holds is caught too, in bounded memory and after at most `limit` bytes of work."""
+    limit = min(packed * MAX_UNPACKED_RATIO, cap)
+    declared = sum(member.file_size for member in members)
+    if declared > limit:
+        _reject_unpacked(filename, _size_text(declared), packed=packed, limit=limit, cap=cap)
+    unpacked = 0
+    for member in members:
+        with archive.open(member) as stream:
+            while chunk := stream.read(_UNPACK_CHUNK):
+                unpacked += len(chunk)
+                if unpacked > limit:
+                    _reject_unpacked(filename, f"more than {_size_text(limit)}", packed=packed, limit=limit, cap=cap)
+
+
+def _reject_unpacked(filename: str, expands_to: str, *, packed: int, limit: int, cap: int) -> NoReturn:
+    _reject_skops(
+        filename,
+        f"the archive expands to {expands_to} when unpacked, more than the {_size_text(limit)} Holdout "
+        f"unpacks for a {_size_text(packed)} upload (at most {MAX_UNPACKED_RATIO} times its size, and never "
+        f"more than {_size_text(cap)}); an honest skops file unpacks to about its own size, as skops.io.dump "
+        "stores arrays uncompressed",
+    )
+
+
+def _check_schema(schema: bytes, filename: str) -> None:
+    """schema.json must be a JSON object; say where it is not, rather than what skops raised."""
+    try:
+        parsed = json.loads(schema)
+    except UnicodeDecodeError as error:
+        _reject_skops(filename, f"its schema.json is not UTF-8 text ({error.reason} at byte {error.start})")
+    except json.JSONDecodeError as error:
+        _reject_skops(
+            filename, f"its schema.json is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        )
+    except RecursionError:
+        _reject_skops(filename, "its schema.json nests arrays or objects too deeply to read")
+    if not isinstance(parsed, dict):
+        _reject_skops(filename, f"its schema.json holds a JSON {type(parsed).__name__}, not an object")
 
 
 def _reject_skops(filename: str, reason: str) -> NoReturn:

@@ -9,15 +9,26 @@ overruns the time limit loses only its own result.
 
 import importlib
 import json
+import os
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from pandas.api.types import is_numeric_dtype
+# pyarrow's default allocator (mimalloc) reserves about a gigabyte of address space on its first
+# allocation, which under the child's address-space limit (RLIMIT_AS) took most of a small
+# HOLDOUT_MODEL_MEMORY_MB: the model and the probes then failed for want of what was left. malloc
+# reserves only what is used. pyarrow reads this once, when pandas first loads it, so it is set
+# only where pandas is not loaded yet: in the model process, which imports this module first
+# (model_process.py); a worker that imports it has pandas loaded already and is left as it is.
+if "pandas" not in sys.modules:
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+import numpy as np  # noqa: E402 - after the allocator is chosen
+import pandas as pd  # noqa: E402
+from pandas.api.types import is_numeric_dtype  # noqa: E402
 
 # What numpy, onnxruntime, the C++ runtime and the dynamic loader say when an allocation fails
 # under the address-space limit.
@@ -45,6 +56,10 @@ _CLASS_LABEL_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classla
 
 class InputMismatch(Exception):
     """The model's inputs do not fit the benchmark's features; the message is user-facing."""
+
+
+class ModelOutputUnclear(Exception):
+    """The model's outputs cannot be read as a prediction; the message is user-facing."""
 
 
 class BudgetExceeded(Exception):
@@ -184,13 +199,18 @@ class OnnxModel:
         return Prediction(labels, probabilities, classes, seconds)
 
     def _probabilities(self, output, labels) -> tuple[Any, list]:
+        """The probability columns and the class of each, as the model declares them.
+
+        The classes come from the model, never from what it predicted: a model that predicts one
+        class on every row (a constant model is a valid model) still has a column per class."""
         if isinstance(output, list):  # skl2onnx's ZipMap: one {class: probability} dict per row
             classes = list(output[0])
             return [[row[label] for label in classes] for row in output], classes
-        return output, self._class_labels() or np.unique(labels).tolist()
+        return output, self._class_labels() or _column_classes(np.shape(output), labels)
 
     def _class_labels(self) -> list | None:
-        """The class order of the probability columns, as the graph's classifier node declares it."""
+        """The class order of the probability columns, as the graph's classifier node declares it
+        (ai.onnx.ml's LinearClassifier, TreeEnsembleClassifier, SVMClassifier, ZipMap, ...)."""
         import onnx
 
         graph = onnx.load_model_from_string(self.model_bytes).graph
@@ -203,6 +223,27 @@ class OnnxModel:
                     if values:
                         return [v.decode() if isinstance(v, bytes) else v for v in values]
         return None
+
+
+def _column_classes(shape: tuple, labels) -> list:
+    """The classes of a probability output whose graph names none (a network ending in Softmax and
+    ArgMax, say): its column count says how many there are; integer labels that index the columns
+    are the columns' positions, else the labels seen must name every column, in sorted order (as
+    scikit-learn's classes_)."""
+    width = shape[1] if len(shape) == 2 else None
+    seen = np.unique(np.asarray(labels).reshape(-1))
+    if width is None:
+        return seen.tolist()
+    if seen.dtype.kind in "iu" and (seen.size == 0 or (seen.min() >= 0 and seen.max() < width)):
+        return list(range(width))
+    if seen.size == width:
+        return seen.tolist()
+    raise ModelOutputUnclear(
+        f"the model's probability output has {width} columns but the model does not say which class each "
+        f"is, and its predicted labels ({', '.join(map(str, seen[:10].tolist()))}) name only {seen.size} of "
+        "them. Export it with skl2onnx (whose classifiers declare their class labels) or have the label "
+        "output give the column index of the predicted class."
+    )
 
 
 def _onnx_feeds(inputs, features: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -279,7 +320,7 @@ def _plain_values(values) -> np.ndarray:
 def _failure(error: Exception, stage: str) -> dict:
     if isinstance(error, MemoryError) or any(marker in str(error) for marker in MEMORY_MARKERS):
         return {"status": "failed", "out_of_memory": True}
-    if isinstance(error, InputMismatch | BudgetExceeded):
+    if isinstance(error, InputMismatch | ModelOutputUnclear | BudgetExceeded):
         # Holdout's own explanation, which names the columns or the option to change: kept whole.
         return {"status": "failed", "out_of_memory": False, "message": str(error)}
     message = f"the model failed while {stage}: {type(error).__name__}: {error}"

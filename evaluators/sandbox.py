@@ -26,6 +26,12 @@ from .probes import probe_files
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _STDERR_TAIL_BYTES = 2000
+# The address space the model process needs before any model: pandas, pyarrow and scikit-learn
+# (skops) or onnxruntime map about 750 MB of libraries, and below that even a 7 KB logistic
+# regression fails to load ("failed to map segment from shared object"). 1 GiB leaves a quarter for
+# the model, the features and the probes; measured with the demo's baselines on the whole Adult
+# test set, both formats, prediction and every probe (tests/test_memory_limit.py).
+MIN_MODEL_MEMORY_MB = 1024
 
 
 class ModelFailure(RuntimeError):
@@ -98,6 +104,9 @@ def run_in_sandbox(
     A model that fails to load or predict raises ModelFailure. A probe that fails, crashes the
     process or runs out of time loses only its own outcome (and those after it).
     """
+    problem = memory_limit_problem(limits.memory_bytes)
+    if problem:
+        raise RuntimeError(problem)  # the platform's configuration, not the model's fault
     probes = probes or {}
     with tempfile.TemporaryDirectory(prefix="holdout-model-") as directory:
         workdir = Path(directory)
@@ -218,6 +227,18 @@ def _crash(returncode: int, stderr: str, limits: Limits) -> Exception:
     if signal_number == signal.SIGKILL or any(marker in stderr for marker in MEMORY_MARKERS):
         return ModelFailure(_memory_message(limits))
     return ModelFailure(f"the model process crashed (signal {signal.Signals(signal_number).name})")
+
+
+def memory_limit_problem(memory_bytes: int) -> str | None:
+    """Why a model process limited to `memory_bytes` cannot work at all, or None: for the settings
+    and the worker to refuse at start, and for every run to refuse rather than fail every model."""
+    if memory_bytes >= MIN_MODEL_MEMORY_MB * 2**20:
+        return None
+    return (
+        f"HOLDOUT_MODEL_MEMORY_MB is {memory_bytes // 2**20}; the model process needs at least "
+        f"{MIN_MODEL_MEMORY_MB} MB, since loading its libraries (pandas, pyarrow, scikit-learn or onnxruntime) "
+        "takes about 750 MB of address space before any model. Raise HOLDOUT_MODEL_MEMORY_MB."
+    )
 
 
 def _memory_message(limits: Limits) -> str:

@@ -1,4 +1,4 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
@@ -33,6 +33,8 @@ class BenchmarkAdmin(admin.ModelAdmin):
                 form.add_error(rejection.field if rejection.field in form.fields else None, rejection.message)
             else:
                 self.message_user(request, f"Benchmark '{benchmark.name}' created.")
+                for warning in benchmark.creation_warnings:
+                    self.message_user(request, warning, level=messages.WARNING)
                 return redirect("admin:leaderboard_benchmark_change", benchmark.pk)
         context = {
             **self.admin_site.each_context(request),

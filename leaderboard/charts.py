@@ -16,14 +16,23 @@ sensitive columns, baselines and excluded windows also differ by hatch, marker o
 Each `Chart` carries `columns` and `rows`: the numbers the chart draws (four significant digits,
 as drawn), for screen readers and copy-paste; templates/_chart.html renders both.
 
-Missing data, one rule throughout: a function raises `ValueError`, saying what is missing, when
-the document lacks what the chart is about (an unknown grouping or metric, an empty histogram, no
-windows, no point with both values); what a chart that can still be drawn leaves out (an
-undefined group value, a point without a value, a window outside the fit) is said in its caption.
+Missing data, one rule throughout: a function raises `MissingData` (a `ValueError`), saying what
+is missing, when the document lacks what the chart is about (an unknown grouping or metric, an
+empty histogram, no windows, no point with both values); what a chart that can still be drawn
+leaves out (an undefined group value, a point without a value, a window outside the fit) is said
+in its caption.
+
+Text comes from people: submission names, column names and group labels of a benchmark. None of
+it is read as markup: mathtext (`$...$`) and TeX are off for every text drawn (`_RC`), so a name
+like `$\\foo$` is drawn as those six characters. And any other failure while drawing is a bug, not
+a property of the data: each public function logs it and returns a placeholder that says the chart
+could not be drawn (`_guarded`), so one chart never takes its page down.
 """
 
+import functools
 import hashlib
 import io
+import logging
 import math
 import re
 import threading
@@ -43,6 +52,8 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
 from leaderboard.objectives import OBJECTIVES
+
+log = logging.getLogger(__name__)
 
 # Okabe & Ito (2008), "Color Universal Design": eight colours told apart by most readers with a
 # colour-vision deficiency.
@@ -84,6 +95,10 @@ RIGHT = 18
 TOP = 12
 
 _RC = {
+    # Labels are people's text (submission names, columns, groups): a "$" must stay a dollar sign.
+    # Text objects read this when they are made, and every one is made inside the rc_context.
+    "text.parse_math": False,
+    "text.usetex": False,
     "svg.fonttype": "none",
     # Without a salt matplotlib hashes ids with a random uuid, and output would differ per call.
     "svg.hashsalt": "holdout",
@@ -120,6 +135,47 @@ class Chart:
     rows: list[list]
 
 
+class MissingData(ValueError):
+    """The document lacks what the chart is about; the message says what. Pages show no chart."""
+
+
+NOT_DRAWN = "This chart could not be drawn."
+
+
+def _guarded(title: str, placeholder: Callable[[str], object] | None = None):
+    """A chart function that never raises anything but `MissingData`: any other failure is logged
+    with its traceback and answered with a placeholder, so the page around the chart still renders."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def guarded(*arguments, **keywords):
+            try:
+                return function(*arguments, **keywords)
+            except MissingData:
+                raise
+            except Exception:
+                log.exception("The chart %r (%s) could not be drawn", title, function.__name__)
+                return (placeholder or _placeholder_chart)(title)
+
+        return guarded
+
+    return decorate
+
+
+def _placeholder_chart(title: str) -> Chart:
+    caption = f"{NOT_DRAWN} The error was logged for the site's maintainers; the numbers are in the reports."
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 720 40" role="img" '
+        f"aria-label={quoteattr(title)}><title>{escape(title)}</title><desc>{escape(caption)}</desc>"
+        f'<text x="8" y="25" font-size="14" fill="{MUTED}">{escape(NOT_DRAWN)}</text></svg>'
+    )
+    return Chart(title=title, svg=svg, caption=caption, columns=[], rows=[])
+
+
+def _placeholder_table(title: str) -> tuple[list[str], list[list]]:
+    return ["Note"], [[f"The {title.lower()} could not be made; the error was logged for the site's maintainers."]]
+
+
 # --- fairness ---------------------------------------------------------------------------------
 
 
@@ -135,6 +191,7 @@ class _GroupBar:
     small: bool
 
 
+@_guarded("Metric by group")
 def group_metric_chart(fairness_document: dict, grouping: str, metric: str) -> Chart:
     """One bar per group of `grouping` (a sensitive column or an intersection such as "sex & race")
     for `metric` (accuracy, selection_rate, ...), with 95% whiskers and the overall value."""
@@ -166,16 +223,16 @@ def _find_grouping(document: dict, grouping: str) -> dict:
         if found.get("name") == grouping:
             return found
     names = ", ".join(repr(found.get("name")) for found in groupings) or "none"
-    raise ValueError(f"the fairness document has no grouping {grouping!r} (it has: {names})")
+    raise MissingData(f"the fairness document has no grouping {grouping!r} (it has: {names})")
 
 
 def _group_bars(found: dict, grouping: str, metric: str) -> list[_GroupBar]:
     groups = found.get("groups") or []
     if not groups:
-        raise ValueError(f"the grouping {grouping!r} has no groups")
+        raise MissingData(f"the grouping {grouping!r} has no groups")
     if not any(metric in (group.get("metrics") or {}) for group in groups):
         known = sorted({key for group in groups for key in (group.get("metrics") or {})})
-        raise ValueError(f"the groups of {grouping!r} carry no {metric!r} (they carry: {', '.join(known) or 'none'})")
+        raise MissingData(f"the groups of {grouping!r} carry no {metric!r} (they carry: {', '.join(known) or 'none'})")
     reference = _dig(found, "reference", "group")
     bars = []
     for group in groups:
@@ -313,18 +370,19 @@ def _share_limits(ax, values: list[float]) -> None:
 # --- interpretability -------------------------------------------------------------------------
 
 
+@_guarded("Mean |SHAP| per input column")
 def attribution_chart(interpretability_document: dict) -> Chart:
     """Mean |SHAP| per input column, largest first; sensitive columns stand out."""
     document = interpretability_document or {}
     entries = [entry for entry in document.get("mean_abs_shap") or [] if isinstance(entry, dict)]
     if not entries:
-        raise ValueError("the interpretability document has no mean_abs_shap per column")
+        raise MissingData("the interpretability document has no mean_abs_shap per column")
     sensitive = set(document.get("sensitive_features") or [])
     drawn = [(str(entry.get("column")), _value(entry.get("mean_abs_shap"))) for entry in entries]
     undefined = [column for column, value in drawn if value is None]
     drawn = sorted(((c, v) for c, v in drawn if v is not None), key=lambda item: -item[1])
     if not drawn:
-        raise ValueError("no column of the interpretability document has a mean |SHAP| value")
+        raise MissingData("no column of the interpretability document has a mean |SHAP| value")
     output = _output_phrase(document.get("output") or {})
     title = "Mean |SHAP| per input column"
     caption = _attribution_caption(document, output=output, sensitive=sensitive, undefined=undefined)
@@ -403,6 +461,7 @@ _PERCENTILE_MARKS = (
 )
 
 
+@_guarded("Latency of single-row calls")
 def latency_chart(latency_document: dict) -> Chart:
     """The histogram of single-row call latencies with p50, p90 and p99 marked."""
     document = latency_document or {}
@@ -431,9 +490,9 @@ def _histogram(document: dict) -> tuple[list[float], list[int]]:
     histogram = document.get("histogram") or {}
     edges, counts = histogram.get("edges_ms") or [], histogram.get("counts") or []
     if not counts or not sum(counts):
-        raise ValueError("the latency document has an empty histogram (no timed calls)")
+        raise MissingData("the latency document has an empty histogram (no timed calls)")
     if len(edges) != len(counts) + 1:
-        raise ValueError(f"the latency histogram has {len(edges)} edges for {len(counts)} counts; it needs one more")
+        raise MissingData(f"the latency histogram has {len(edges)} edges for {len(counts)} counts; it needs one more")
     return [float(edge) for edge in edges], [int(count) for count in counts]
 
 
@@ -530,11 +589,12 @@ def _plain_log_ticks(axis) -> None:
         axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
+@_guarded("Throughput table", _placeholder_table)
 def throughput_table(latency_document: dict) -> tuple[list[str], list[list]]:
     """Rows per second at each batch size the latency probe timed, the best one marked."""
     batches = [batch for batch in (latency_document or {}).get("throughput") or [] if isinstance(batch, dict)]
     if not batches:
-        raise ValueError("the latency document has no throughput measurements")
+        raise MissingData("the latency document has no throughput measurements")
     best = (latency_document or {}).get("best_batch_size")
     if best is None:
         best = max(batches, key=lambda batch: batch.get("rows_per_s") or 0).get("batch_size")
@@ -571,13 +631,14 @@ class _Window:
     days_since_cutoff: float | None
 
 
+@_guarded("Metric over time")
 def decay_chart(decay_document: dict) -> Chart:
     """The primary metric per time window with its interval, the fitted trend and the training cutoff."""
     document = decay_document or {}
     windows = _windows(document)
     drawn = [window for window in windows if window.value is not None]
     if not drawn:
-        raise ValueError("no window of the decay document has a value for its metric")
+        raise MissingData("no window of the decay document has a value for its metric")
     metric = str(document.get("primary_metric") or "metric")
     higher = bool(document.get("higher_is_better", True))
     label = _metric_label(metric)
@@ -610,7 +671,7 @@ def decay_chart(decay_document: dict) -> Chart:
 def _windows(document: dict, *, offset: float = 0.0) -> list[_Window]:
     entries = [entry for entry in document.get("windows") or [] if isinstance(entry, dict)]
     if not entries:
-        raise ValueError("the decay document has no time windows")
+        raise MissingData("the decay document has no time windows")
     windows = []
     for entry in entries:
         low, high = _interval(entry.get("interval"))
@@ -750,20 +811,21 @@ def _x_data(ax):
     return blended_transform_factory(ax.transData, ax.transAxes)
 
 
+@_guarded("Metric over time of the top submissions")
 def decay_overlay_chart(series: list[tuple[str, dict]]) -> Chart:
     """Several submissions' decay curves on one axis: (label, decay document) pairs."""
     if not series:
-        raise ValueError("no decay series to overlay")
+        raise MissingData("no decay series to overlay")
     metrics = {str((document or {}).get("primary_metric")) for _, document in series}
     if len(metrics) > 1:
-        raise ValueError(f"the decay documents measure different metrics ({', '.join(sorted(metrics))})")
+        raise MissingData(f"the decay documents measure different metrics ({', '.join(sorted(metrics))})")
     origin = _overlay_origin(series)
     curves, empty = [], []
     for label, document in series:
         windows = [w for w in _windows(document or {}, offset=_offset(document, origin)) if w.value is not None]
         (curves if windows else empty).append((label, windows))
     if not curves:
-        raise ValueError("none of the decay documents has a window with a value")
+        raise MissingData("none of the decay documents has a window with a value")
     metric = metrics.pop()
     higher = bool((series[0][1] or {}).get("higher_is_better", True))
     label = _metric_label(metric)
@@ -876,6 +938,7 @@ class _Point:
     front: bool = False
 
 
+@_guarded("Two objectives and their Pareto frontier")
 def pareto_chart(points: list[dict], x_key: str, y_key: str) -> Chart:
     """Submissions on two objectives, with the Pareto frontier of those two as a step line.
 
@@ -884,10 +947,10 @@ def pareto_chart(points: list[dict], x_key: str, y_key: str) -> Chart:
     x_objective, y_objective = _objective(x_key), _objective(y_key)
     every = [_point(point) for point in points or []]
     if not every:
-        raise ValueError("no submissions to draw")
+        raise MissingData("no submissions to draw")
     drawn = [point for point in every if point.x is not None and point.y is not None]
     if not drawn:
-        raise ValueError(f"no submission has both {x_key} and {y_key}")
+        raise MissingData(f"no submission has both {x_key} and {y_key}")
     flags = pareto_front(
         [p.x for p in drawn],
         [p.y for p in drawn],
@@ -925,7 +988,7 @@ def pareto_chart(points: list[dict], x_key: str, y_key: str) -> Chart:
 
 def _objective(key: str):
     if key not in OBJECTIVES:
-        raise ValueError(f"unknown objective {key!r}")
+        raise MissingData(f"unknown objective {key!r}")
     return OBJECTIVES[key]
 
 

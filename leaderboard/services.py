@@ -64,7 +64,11 @@ def benchmark_create(
     daily_submission_quota: int | None = None,
     created_by=None,
 ) -> Benchmark:
-    """Validate the spec against both splits, then store the benchmark; nothing is kept on error."""
+    """Validate the spec against both splits, then store the benchmark; nothing is kept on error.
+
+    The returned benchmark carries `creation_warnings`: what is allowed but the owner should know
+    (test rows that are copies of training rows). They are not stored; each door shows them: the
+    command prints them, the admin shows them as warning messages."""
     slug = (slug or "").strip()
     if not slug or slug != slugify(slug):
         raise Rejected("slug must be lowercase letters, digits and hyphens, e.g. 'adult-income'.", field="slug")
@@ -94,6 +98,7 @@ def benchmark_create(
         positive_label=positive_label,
         primary_metric=(primary_metric or "").strip(),
     )
+    warnings = _split_overlap_warnings(train, test, [*spec["feature_columns"], spec["target_column"]])
     keep = list(dict.fromkeys([*spec["feature_columns"], *spec["sensitive_columns"], spec["target_column"]]))
     if spec["time_column"]:
         keep.append(spec["time_column"])
@@ -138,7 +143,42 @@ def benchmark_create(
     except BaseException:
         _files_delete(saved_files)
         raise
+    benchmark.creation_warnings = warnings
     return benchmark
+
+
+def _split_overlap_warnings(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> list[str]:
+    """A warning when test rows are exact copies of training rows in every feature and the target:
+    a model can score on those by remembering its training data, so the test measures less than it
+    seems. Not a refusal: duplicates can be honest (a few common records), and the owner decides."""
+    copied = int(_rows_in(test[columns], train[columns]).sum())
+    if not copied:
+        return []
+    return [
+        f"{copied} of {len(test)} test rows ({copied / len(test):.1%}) are exact copies of training rows "
+        f"(the same value in every feature column and the target, {', '.join(columns)}): a model can score "
+        "on them by remembering its training data. If the test split was meant to be new data, remove them "
+        "from it (or from the training split) and create the benchmark again."
+    ]
+
+
+def _rows_in(rows: pd.DataFrame, others: pd.DataFrame) -> np.ndarray:
+    """Whether each row of `rows` equals some row of `others`, by a hash of its values."""
+    rows, others = _common_dtypes(rows, others)
+    found = set(pd.util.hash_pandas_object(others, index=False).to_numpy().tolist())
+    return pd.util.hash_pandas_object(rows, index=False).isin(found).to_numpy()
+
+
+def _common_dtypes(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # Equal values hash alike only with equal dtypes: 3 in an int column and 3.0 in a float one
+    # (a column with a gap in one split) are the same value.
+    a, b = a.copy(), b.copy()
+    for column in a.columns:
+        if a[column].dtype != b[column].dtype:
+            numeric = pd.api.types.is_numeric_dtype(a[column]) and pd.api.types.is_numeric_dtype(b[column])
+            kind = "float64" if numeric else str
+            a[column], b[column] = a[column].astype(kind), b[column].astype(kind)
+    return a, b
 
 
 def _files_delete(files) -> None:

@@ -209,3 +209,59 @@ def test_the_training_split_is_served_but_never_the_test_split(client, db):
     assert web.content == response.content
     detail = client.get(f"/api/v1/benchmarks/{benchmark.slug}/").json()
     assert "test_data" not in detail
+
+
+def leaky_frames():
+    """A test split of five rows, the first two copies of training rows. Its x column is float (it has
+    a gap) where the training split's is int: 1.0 and 1 are the same value. The third row differs
+    from a training row in the target only, so it is no copy."""
+    train = pd.DataFrame({"x": [1, 2, 3, 4], "group": ["a", "b", "a", "b"], "y": [0, 1, 0, 1]})
+    test = pd.DataFrame({"x": [1.0, 2.0, 3.0, 9.5, None], "group": ["a", "b", "a", "b", "b"], "y": [0, 1, 1, 1, 0]})
+    return train, test
+
+
+LEAK_WARNING = (
+    "2 of 5 test rows (40.0%) are exact copies of training rows (the same value in every feature column and "
+    "the target, x, group, y): a model can score on them by remembering its training data."
+)
+
+
+def test_test_rows_copied_from_the_training_split_are_counted_in_a_warning_not_refused(db):
+    train, test = leaky_frames()
+    benchmark = create(train_data=csv_bytes(train), test_data=csv_bytes(test))
+    assert Benchmark.objects.filter(slug="toy").exists()
+    assert len(benchmark.creation_warnings) == 1
+    assert benchmark.creation_warnings[0].startswith(LEAK_WARNING)
+
+
+def test_disjoint_splits_create_without_a_warning(db):
+    assert create().creation_warnings == []
+
+
+def test_the_command_prints_the_copied_rows_warning(db, tmp_path):
+    train, test = leaky_frames()
+    (tmp_path / "train.csv").write_bytes(csv_bytes(train))
+    (tmp_path / "test.csv").write_bytes(csv_bytes(test))
+    out = io.StringIO()
+    call_command(
+        "create_benchmark", "toy", "--name", "Toy", "--task", "binary", "--target", "y",
+        "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"), stdout=out,
+    )
+    assert "Created benchmark 'toy'" in out.getvalue()
+    assert f"Warning: {LEAK_WARNING}" in out.getvalue()
+
+
+def test_the_admin_shows_the_copied_rows_warning(client, user):
+    user.is_staff = user.is_superuser = True
+    user.save()
+    client.force_login(user)
+    train, test = leaky_frames()
+    payload = {
+        **api_payload(),
+        "train_data": upload("train.csv", csv_bytes(train)),
+        "test_data": upload("test.csv", csv_bytes(test)),
+    }
+    response = client.post("/admin/leaderboard/benchmark/add/", payload, follow=True)
+    assert response.status_code == 200
+    shown = [str(message) for message in response.context["messages"]]
+    assert any(message.startswith(LEAK_WARNING) for message in shown), shown

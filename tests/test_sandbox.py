@@ -111,8 +111,10 @@ def test_probabilities_that_do_not_sum_to_one_fail(tmp_path):
 
 
 def test_probabilities_with_a_column_per_unknown_class_fail(tmp_path):
+    # The graph names no classes, so its three columns are three classes (labels 0 and 1 index
+    # them), not the two it happened to predict; its rows (3 x age) are then no distribution.
     message = failure(tmp_path, factories.threshold_classifier(probability_columns=3), ages(0.2, 0.7))
-    assert message == "the model returned probabilities of shape (2, 3) for 2 rows and 2 classes (0, 1)"
+    assert message == "the model's probabilities do not sum to 1 for 2 of 2 rows (row 0 sums to 0.6)"
 
 
 def test_an_onnx_input_that_matches_no_column_is_explained(tmp_path, census):

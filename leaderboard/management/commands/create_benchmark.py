@@ -56,3 +56,5 @@ class Command(BaseCommand):
             f"Created benchmark '{benchmark.slug}': {benchmark.train_rows} training rows, "
             f"{benchmark.test_rows} test rows, {len(benchmark.feature_columns)} features."
         )
+        for warning in benchmark.creation_warnings:
+            self.stdout.write(self.style.WARNING(f"Warning: {warning}"))
