@@ -25,8 +25,13 @@ def is_api(request) -> bool:
 def refusal(request, status: int, message: str):
     """An error answer in the request's language: JSON {"detail": ...} for the API, a page for people."""
     if is_api(request):
-        return JsonResponse({"detail": message}, status=status)
-    return render(request, "request_refused.html", {"status": status, "message": message}, status=status)
+        response = JsonResponse({"detail": message}, status=status)
+    else:
+        response = render(request, "request_refused.html", {"status": status, "message": message}, status=status)
+    # Said here because the body limit answers before CommonMiddleware would: with it a client that is
+    # still sending knows where the answer ends.
+    response["Content-Length"] = str(len(response.content))
+    return response
 
 
 def fields_bytes() -> int:
