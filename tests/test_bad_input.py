@@ -266,6 +266,17 @@ def test_the_web_form_answers_a_10_mb_metadata_field_with_a_page_that_says_the_l
     assert not Submission.objects.exists()
 
 
+def test_more_form_fields_than_django_reads_is_a_json_400(api_client, adult_benchmark, onnx):
+    fields = {f"extra{i}": "x" for i in range(1001)}
+    response = post(api_client, adult_benchmark, artifact=upload(onnx), **fields)
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "The request has more than 1000 form fields; send only the documented ones (see /api/docs/). "
+        "Nothing was stored."
+    }
+    assert not Submission.objects.exists()
+
+
 def test_django_level_errors_under_the_api_are_json(client, api_client, user, adult_benchmark, monkeypatch):
     bad_host = client.get("/api/v1/benchmarks/", HTTP_HOST="evil.example")
     assert bad_host.status_code == 400
