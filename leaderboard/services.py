@@ -323,7 +323,7 @@ def submission_create(
         artifact_sha256=hashlib.sha256(artifact).hexdigest(),
         name=_submission_name_check(name),
         description=description or "",
-        metadata=metadata_check(metadata or {}),
+        metadata=metadata_check({} if metadata is None else metadata),
     )
     # Said before the file is inspected, so a person over quota is not told to fix their model first.
     existing = _replay_or_quota(request, owner, idempotency_key, is_baseline)
