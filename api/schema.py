@@ -39,6 +39,22 @@ QUOTA_EXCEEDED = OpenApiResponse(
     description="The benchmark's daily submission quota is used up; `Retry-After` says how many seconds until "
     "it resets at midnight UTC. A repeated Idempotency-Key still returns its submission.",
 )
+PAYLOAD_TOO_LARGE = OpenApiResponse(
+    ErrorSerializer,
+    description="The body is larger than this endpoint accepts (refused from Content-Length before it is read), "
+    "or its form fields other than files are over Django's DATA_UPLOAD_MAX_MEMORY_SIZE; the message says the limit.",
+)
+IDEMPOTENCY_KEY_REUSED = OpenApiResponse(
+    inline_serializer(
+        "IdempotencyKeyReused",
+        {
+            "detail": serializers.CharField(help_text="Which submission the key made and how this request differs."),
+            "submission": serializers.UUIDField(help_text="The submission the key made."),
+        },
+    ),
+    description="The Idempotency-Key already made a submission from a different request (another benchmark, file, "
+    "name, description or metadata); send a new key, or the original request to get that submission back.",
+)
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     OpenApiTypes.INT,

@@ -9,7 +9,17 @@ from leaderboard.boards import Standing, submission_standing
 from leaderboard.models import Benchmark, Submission
 from leaderboard.objectives import TASKS
 from leaderboard.selectors import benchmark_objectives
-from leaderboard.services import MAX_METADATA_BYTES, MAX_NAME_LENGTH
+from leaderboard.errors import Rejected
+from leaderboard.metadata import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    METADATA_EXAMPLE,
+    metadata_check,
+    metadata_parse,
+)
+from leaderboard.services import MAX_NAME_LENGTH
 
 MAX_DESCRIPTION_LENGTH = 5000
 
@@ -125,25 +135,22 @@ class BenchmarkCreateSerializer(serializers.Serializer):
     test_data = serializers.FileField()
 
 
-@extend_schema_field({"type": "string", "description": 'A JSON object as text, e.g. {"git_sha": "abc123"}.'})
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": f"A JSON object as text, e.g. {METADATA_EXAMPLE}: at most {MAX_METADATA_BYTES // 1024} KB, "
+        f"{MAX_METADATA_DEPTH} levels deep, {MAX_METADATA_KEYS} keys of at most {MAX_METADATA_KEY_LENGTH} "
+        "characters; strict JSON (no NaN or Infinity), valid Unicode; training_cutoff, if given, YYYY-MM-DD.",
+    }
+)
 class MetadataField(serializers.Field):
-    """Free metadata as a JSON object, sent as JSON text in a multipart form."""
+    """Free metadata as a JSON object, sent as JSON text in a multipart form; leaderboard.metadata checks it."""
 
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            value = data
-        else:
-            if len(str(data).encode()) > MAX_METADATA_BYTES:
-                raise serializers.ValidationError(f"at most {MAX_METADATA_BYTES // 1024} KB of JSON.")
-            try:
-                value = json.loads(data) if str(data).strip() else {}
-            except json.JSONDecodeError as error:
-                raise serializers.ValidationError(f"not valid JSON ({error.msg} at character {error.pos}).")
-        if not isinstance(value, dict):
-            raise serializers.ValidationError('must be a JSON object, e.g. {"git_sha": "abc123"}.')
-        if len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
-            raise serializers.ValidationError(f"at most {MAX_METADATA_BYTES // 1024} KB of JSON.")
-        return value
+        try:
+            return metadata_check(data) if isinstance(data, dict) else metadata_parse(str(data))
+        except Rejected as rejection:
+            raise serializers.ValidationError(rejection.message) from None
 
     def to_representation(self, value):
         return value
@@ -153,7 +160,7 @@ class SubmissionCreateSerializer(serializers.Serializer):
     artifact = serializers.FileField(help_text="The model: an .onnx or .skops file. Pickle and joblib are refused.")
     name = serializers.CharField(max_length=MAX_NAME_LENGTH)
     description = serializers.CharField(max_length=MAX_DESCRIPTION_LENGTH, required=False, allow_blank=True)
-    metadata = MetadataField(required=False, help_text='JSON object, e.g. {"git_sha": "abc123"}.')
+    metadata = MetadataField(required=False, help_text=f"JSON object, e.g. {METADATA_EXAMPLE}.")
 
 
 class ObjectiveRankSerializer(serializers.Serializer):

@@ -9,7 +9,9 @@ from rest_framework.views import APIView
 
 from api.schema import (
     FORBIDDEN,
+    IDEMPOTENCY_KEY_REUSED,
     NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
     QUOTA_EXCEEDED,
     READ_ERRORS,
     RETRY_AFTER,
@@ -60,6 +62,7 @@ class BenchmarkListView(APIView):
             400: field_errors("BenchmarkCreateErrors", list(BenchmarkCreateSerializer().fields)),
             401: UNAUTHORIZED,
             403: FORBIDDEN,
+            413: PAYLOAD_TOO_LARGE,
             415: UNSUPPORTED_MEDIA_TYPE,
         },
     )
@@ -104,7 +107,8 @@ class SubmissionCreateView(APIView):
                 str,
                 OpenApiParameter.HEADER,
                 description="Repeat a request with the same key to get the original submission back "
-                f"(at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters); a replay does not count against the quota.",
+                f"(at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters); a replay does not count against the quota. "
+                "The same key with a different request (benchmark, file, name, description or metadata) is a 422.",
             ),
             OpenApiParameter(
                 "Idempotent-Replayed",
@@ -125,7 +129,9 @@ class SubmissionCreateView(APIView):
             401: UNAUTHORIZED,
             403: FORBIDDEN,
             404: NOT_FOUND,
+            413: PAYLOAD_TOO_LARGE,
             415: UNSUPPORTED_MEDIA_TYPE,
+            422: IDEMPOTENCY_KEY_REUSED,
             429: QUOTA_EXCEEDED,
         },
     )

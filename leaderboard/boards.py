@@ -122,7 +122,9 @@ def weights_parse(text: str, benchmark: Benchmark) -> dict[str, float]:
         except ValueError:
             raise Rejected(f"weight of '{key}' is '{number.strip()}', not a number.", field="weights") from None
         if not math.isfinite(value) or value < 0:
-            raise Rejected(f"weight of '{key}' must be a non-negative number, not {number.strip()}.", field="weights")
+            raise Rejected(
+                f"weight of '{key}' must be a finite non-negative number, not {number.strip()}.", field="weights"
+            )
         weights[key] = value
     if not any(weights.values()):
         raise Rejected("at least one weight must be above zero.", field="weights")

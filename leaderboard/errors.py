@@ -16,3 +16,11 @@ class QuotaExceeded(Rejected):
         self.used = used
         self.resets_at = resets_at
         self.retry_after = retry_after
+
+
+class IdempotencyKeyReused(Rejected):
+    """An Idempotency-Key that already made a submission came with a different request."""
+
+    def __init__(self, message: str, *, submission_id):
+        super().__init__(message, field="Idempotency-Key")
+        self.submission_id = submission_id

@@ -1,9 +1,9 @@
-import json
-
 from django import forms
 
+from leaderboard.errors import Rejected
+from leaderboard.metadata import MAX_METADATA_BYTES, metadata_parse
 from leaderboard.objectives import TASKS
-from leaderboard.services import MAX_METADATA_BYTES, MAX_NAME_LENGTH, MAX_TOKEN_NAME_LENGTH
+from leaderboard.services import MAX_NAME_LENGTH, MAX_TOKEN_NAME_LENGTH
 from leaderboard.tables import column_names_parse
 
 
@@ -11,24 +11,19 @@ class SubmissionForm(forms.Form):
     artifact = forms.FileField(help_text="An .onnx or .skops file. Pickle and joblib files are refused.")
     name = forms.CharField(max_length=MAX_NAME_LENGTH)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=5000)
+    # The size is checked with the other limits in leaderboard.metadata, which says how large it is.
     metadata = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
         required=False,
-        max_length=MAX_METADATA_BYTES,
-        help_text='Optional JSON object, e.g. {"git_sha": "abc123", "training_cutoff": "2023-12-31"}.',
+        help_text='Optional JSON object, e.g. {"git_sha": "abc123", "training_cutoff": "2023-12-31"}, '
+        f"at most {MAX_METADATA_BYTES // 1024} KB; training_cutoff is the last day of the training data.",
     )
 
     def clean_metadata(self) -> dict:
-        text = self.cleaned_data["metadata"].strip()
-        if not text:
-            return {}
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(f"Not valid JSON ({error.msg} at character {error.pos}).")
-        if not isinstance(value, dict):
-            raise forms.ValidationError('Must be a JSON object, e.g. {"git_sha": "abc123"}.')
-        return value
+            return metadata_parse(self.cleaned_data["metadata"])
+        except Rejected as rejection:
+            raise forms.ValidationError(rejection.message) from None
 
 
 class ApiTokenForm(forms.Form):

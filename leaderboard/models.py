@@ -127,6 +127,9 @@ class Submission(models.Model):
     artifact_format = models.CharField(max_length=8)
     metadata = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # SHA-256 of the request that created the submission (leaderboard.metadata.request_fingerprint):
+    # a repeated Idempotency-Key is a replay only when it brings the same request.
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=64, default="queued")

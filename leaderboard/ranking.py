@@ -288,9 +288,11 @@ def _check_inputs(values, objectives, weights, resamples, confidence, window) ->
 def _weighted(objectives, weights, used, primary) -> _Weighted:
     specs = [objectives[column] for column in used]
     keys = [spec.key for spec in specs]
+    # Scaled by the largest first: weights near the float maximum (1e308) would sum to infinity.
+    scaled = weights[used] / weights[used].max()
     return _Weighted(
         keys=keys,
-        weights=weights[used] / weights[used].sum(),
+        weights=scaled / scaled.sum(),
         signs=np.array([1.0 if spec.higher_is_better else -1.0 for spec in specs]),
         worst=np.array([np.nan if spec.worst is None else spec.worst for spec in specs], dtype=float),
         best=np.array([np.nan if spec.best is None else spec.best for spec in specs], dtype=float),

@@ -4,10 +4,12 @@ The API, the web forms, the admin and the management commands all call them, so 
 enforced in one place.
 """
 
+import hashlib
 import logging
 import math
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +24,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from evaluators.artifacts import ArtifactRejected, inspect_artifact
-from leaderboard.errors import QuotaExceeded, Rejected
+from leaderboard.errors import IdempotencyKeyReused, QuotaExceeded, Rejected
+from leaderboard.metadata import metadata_canonical, metadata_check, request_fingerprint
 from leaderboard.models import ApiToken, Benchmark, Report, Submission
 from leaderboard.objectives import TASKS, default_presets, evaluators_applying, objective_keys, performance_keys
 from leaderboard.selectors import QuotaUsage, submission_quota_usage
@@ -33,7 +36,6 @@ log = logging.getLogger(__name__)
 EVALUATE_TASK = "holdout.evaluate_submission"
 LATENCY_TASK = "holdout.measure_latency"
 MAX_NAME_LENGTH = 120
-MAX_METADATA_BYTES = 16 * 1024
 MAX_TOKEN_NAME_LENGTH = 64
 # A recognisable prefix lets secret scanners and people tell a Holdout key from other strings.
 API_TOKEN_PREFIX = "hdt_"
@@ -350,23 +352,23 @@ def submission_create(
 ) -> tuple[Submission, bool]:
     """Check the artifact without loading it, store it and queue its evaluation.
 
-    Returns (submission, created); a repeated idempotency key returns the original submission,
-    even when the owner's quota is used up (a replay is not a new submission).
+    Returns (submission, created); a repeated idempotency key with the same request returns the
+    original submission, even when the owner's quota is used up (a replay is not a new submission),
+    and raises IdempotencyKeyReused with a different request.
     Raises QuotaExceeded when the owner has used the benchmark's daily quota; baselines, which the
     platform submits as the benchmark's reference points, are not counted against anyone.
     """
+    request = _SubmissionRequest(
+        benchmark=benchmark,
+        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
+        name=_submission_name_check(name),
+        description=description or "",
+        metadata=metadata_check({} if metadata is None else metadata),
+    )
     # Said before the file is inspected, so a person over quota is not told to fix their model first.
-    existing = _replay_or_quota(benchmark, owner, idempotency_key, is_baseline)
+    existing = _replay_or_quota(request, owner, idempotency_key, is_baseline)
     if existing:
         return existing, False
-    name = (name or "").strip()
-    if not name:
-        raise Rejected("name is required: say what this model is, e.g. 'logreg-v2'.", field="name")
-    if len(name) > MAX_NAME_LENGTH:
-        raise Rejected(f"name is {len(name)} characters; the limit is {MAX_NAME_LENGTH}.", field="name")
-    metadata = metadata or {}
-    if not isinstance(metadata, dict):
-        raise Rejected('metadata must be a JSON object, e.g. {"git_sha": "abc123"}.', field="metadata")
     try:
         info = inspect_artifact(
             artifact,
@@ -380,10 +382,11 @@ def submission_create(
     submission = Submission(
         benchmark=benchmark,
         owner=owner,
-        name=name,
-        description=description or "",
-        metadata=metadata,
+        name=request.name,
+        description=request.description,
+        metadata=request.metadata,
         idempotency_key=idempotency_key or None,
+        request_fingerprint=request.fingerprint,
         is_baseline=is_baseline,
         artifact_sha256=info.sha256,
         artifact_bytes=info.size_bytes,
@@ -396,7 +399,7 @@ def submission_create(
             # check below see every committed submission: two concurrent requests cannot both take the
             # last slot, nor both store the same key.
             _owner_lock(owner)
-            existing = _replay_or_quota(benchmark, owner, idempotency_key, is_baseline)
+            existing = _replay_or_quota(request, owner, idempotency_key, is_baseline)
             if existing:
                 return existing, False
             submission.artifact.save(
@@ -406,7 +409,9 @@ def submission_create(
             submission_enqueue(submission)
     except IntegrityError:
         _files_delete([submission.artifact])
-        existing = Submission.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        # Only the same key stored meanwhile is a replay; any other failed save is an error, never
+        # another of the owner's submissions.
+        existing = _replay(request, owner, idempotency_key)
         if existing:
             return existing, False
         raise
@@ -416,16 +421,81 @@ def submission_create(
     return submission, True
 
 
-def _replay_or_quota(benchmark, owner, idempotency_key, is_baseline) -> Submission | None:
-    """The original submission of a repeated key (a replay costs no quota), else None once the
-    owner's quota is checked; raises QuotaExceeded when it is used up."""
-    if idempotency_key:
-        existing = Submission.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-        if existing:
-            return existing
+@dataclass(frozen=True)
+class _SubmissionRequest:
+    """What a submission request asks for, checked: what a repeated Idempotency-Key must match."""
+
+    benchmark: Benchmark
+    artifact_sha256: str
+    name: str
+    description: str
+    metadata: dict
+
+    @property
+    def fingerprint(self) -> str:
+        return request_fingerprint(
+            benchmark_id=self.benchmark.pk,
+            artifact_sha256=self.artifact_sha256,
+            name=self.name,
+            description=self.description,
+            metadata=self.metadata,
+        )
+
+    def differences(self, submission: Submission) -> list[str]:
+        """What differs from the submission as stored, in words (empty when it was edited since)."""
+        differences = []
+        if submission.benchmark_id != self.benchmark.pk:
+            differences.append(f"benchmark ('{self.benchmark.slug}', not '{submission.benchmark.slug}')")
+        if submission.artifact_sha256 != self.artifact_sha256:
+            differences.append("artifact (another file)")
+        if submission.name != self.name:
+            differences.append(f"name ('{self.name}', not '{submission.name}')")
+        if submission.description != self.description:
+            differences.append("description")
+        if metadata_canonical(submission.metadata or {}) != metadata_canonical(self.metadata):
+            differences.append("metadata")
+        return differences
+
+
+def _submission_name_check(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise Rejected("name is required: say what this model is, e.g. 'logreg-v2'.", field="name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise Rejected(f"name is {len(name)} characters; the limit is {MAX_NAME_LENGTH}.", field="name")
+    return name
+
+
+def _replay_or_quota(request: _SubmissionRequest, owner, idempotency_key, is_baseline) -> Submission | None:
+    """The original submission of a repeated key and request (a replay costs no quota), else None once
+    the owner's quota is checked; raises QuotaExceeded when it is used up."""
+    existing = _replay(request, owner, idempotency_key)
+    if existing:
+        return existing
     if not is_baseline:
-        _quota_enforce(benchmark=benchmark, owner=owner)
+        _quota_enforce(benchmark=request.benchmark, owner=owner)
     return None
+
+
+def _replay(request: _SubmissionRequest, owner, idempotency_key) -> Submission | None:
+    """The owner's submission made with this key, when this request is the one that made it; None for
+    no key or a new one. The same key with another request is refused rather than answered with a
+    submission that is not what was asked for."""
+    if not idempotency_key:
+        return None
+    existing = (
+        Submission.objects.select_related("benchmark").filter(owner=owner, idempotency_key=idempotency_key).first()
+    )
+    if existing is None or existing.request_fingerprint == request.fingerprint:
+        return existing
+    differences = request.differences(existing)
+    raise IdempotencyKeyReused(
+        f"Idempotency-Key '{idempotency_key}' was already used for a different request: it made submission "
+        f"{existing.pk} ('{existing.name}' on '{existing.benchmark.slug}'), and this request differs in "
+        f"{', '.join(differences) or 'what it asks for'}. Send a new key for a new submission, or repeat the "
+        "original request exactly to get that submission back.",
+        submission_id=existing.pk,
+    )
 
 
 def _owner_lock(owner) -> None:

@@ -28,4 +28,7 @@ urlpatterns = [
     path("api/", include("api.urls")),
 ]
 
+handler400 = "api.errors.bad_request"
+handler403 = "api.errors.permission_denied"
 handler404 = "leaderboard.views.page_not_found"
+handler500 = "api.errors.server_error"

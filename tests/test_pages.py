@@ -58,7 +58,7 @@ def test_the_web_form_shows_why_an_artifact_was_refused(client, user, adult_benc
         {"name": "pickled", "artifact": SimpleUploadedFile("model.pkl", pickle.dumps([1])), "metadata": "{oops"},
     )
     assert response.status_code == 400
-    assert b"Not valid JSON" in response.content
+    assert b"metadata is not valid JSON" in response.content
     response = client.post(
         f"/benchmarks/{adult_benchmark.slug}/submit/",
         {"name": "pickled", "artifact": SimpleUploadedFile("model.pkl", pickle.dumps([1]))},
