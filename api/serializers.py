@@ -118,6 +118,15 @@ class ColumnListField(serializers.Field):
         return value
 
 
+class BenchmarkCreatedSerializer(BenchmarkSerializer):
+    """A new benchmark, with what was allowed at creation but its owner should know."""
+
+    warnings = serializers.ListField(child=serializers.CharField(), source="creation_warnings", read_only=True)
+
+    class Meta(BenchmarkSerializer.Meta):
+        fields = [*BenchmarkSerializer.Meta.fields, "warnings"]
+
+
 class BenchmarkCreateSerializer(serializers.Serializer):
     slug = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=120)

@@ -21,6 +21,7 @@ from api.schema import (
 )
 from api.serializers import (
     BenchmarkCreateSerializer,
+    BenchmarkCreatedSerializer,
     BenchmarkSerializer,
     ComparisonSerializer,
     SubmissionCreateSerializer,
@@ -58,7 +59,7 @@ class BenchmarkListView(APIView):
     @extend_schema(
         request=BenchmarkCreateSerializer,
         responses={
-            201: BenchmarkSerializer,
+            201: BenchmarkCreatedSerializer,
             400: field_errors("BenchmarkCreateErrors", list(BenchmarkCreateSerializer().fields)),
             401: UNAUTHORIZED,
             403: FORBIDDEN,
@@ -79,7 +80,7 @@ class BenchmarkListView(APIView):
             test_filename=test.name,
             created_by=request.user,
         )
-        return Response(BenchmarkSerializer(benchmark, context={"request": request}).data, status=201)
+        return Response(BenchmarkCreatedSerializer(benchmark, context={"request": request}).data, status=201)
 
 
 class BenchmarkDetailView(APIView):

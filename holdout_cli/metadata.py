@@ -37,8 +37,9 @@ def _github(environ: Mapping[str, str]) -> dict[str, str]:
         "git_ref": environ.get("GITHUB_REF", ""),
         "ci_repository": repository,
         "ci_workflow": environ.get("GITHUB_WORKFLOW", ""),
+        # Not the run attempt: a re-run sends the same Idempotency-Key to be answered with the
+        # first attempt's submission, and the server refuses a key reused with other metadata.
         "ci_run_id": run_id,
-        "ci_run_attempt": environ.get("GITHUB_RUN_ATTEMPT", ""),
         "ci_run_url": f"{server}/{repository}/actions/runs/{run_id}" if server and repository and run_id else "",
     }
 

@@ -173,6 +173,17 @@ def test_the_api_creates_benchmarks_for_staff_only(api_client, user):
     body = response.json()
     assert body["slug"] == "toy" and body["sensitive_columns"] == ["group"]
     assert {"key": "accuracy", "label": "Accuracy", "direction": "higher", "default_weight": 1.0} in body["objectives"]
+    assert body["warnings"] == []
+
+
+def test_the_api_answers_the_copied_rows_warning_with_the_new_benchmark(api_client, user):
+    user.is_staff = True
+    user.save()
+    train, test = leaky_frames()
+    payload = api_payload(train_data=upload("train.csv", csv_bytes(train)), test_data=upload("test.csv", csv_bytes(test)))
+    response = api_client.post("/api/v1/benchmarks/", payload, format="multipart")
+    assert response.status_code == 201, response.json()
+    assert len(response.json()["warnings"]) == 1 and response.json()["warnings"][0].startswith(LEAK_WARNING)
 
 
 def test_the_api_names_the_field_of_a_refused_benchmark(api_client, user):
