@@ -23,7 +23,7 @@ def worker_start(database_name: str, *extra_env: tuple[str, str]) -> subprocess.
     }
     log = open(VAR_DIR / f"worker-{time.monotonic_ns()}.log", "wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "evaluate,latency",
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "evaluate,latency,sweep",
          "--concurrency", "1", "--pool", "prefork", "--loglevel", "INFO", "--without-gossip",
          "--without-mingle", "--without-heartbeat"],
         cwd=PROJECT_DIR,

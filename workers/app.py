@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leaderboard.settings")
 
@@ -13,3 +14,27 @@ if app.conf.broker_url.startswith("filesystem"):
     # The embedded broker is a pair of folders that every process on this machine shares.
     for folder in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         Path(app.conf.broker_transport_options[folder]).mkdir(parents=True, exist_ok=True)
+
+
+@worker_process_init.connect
+def _remove_what_killed_workers_left(**_) -> None:
+    # Every new pool process, also one replacing a killed one, so leftovers do not wait for a restart.
+    from workers.cleanup import stale_folders_remove
+
+    stale_folders_remove()
+
+
+@worker_ready.connect
+def _take_over_what_dead_workers_held(**_) -> None:
+    """A worker restarted after a kill resumes its submissions now, not at the next sweep."""
+    from django.db import connection
+
+    from workers.cleanup import stale_folders_remove
+    from workers.tasks import sweep_stuck_submissions
+
+    stale_folders_remove()  # the solo pool starts no pool process
+    try:
+        sweep_stuck_submissions()
+    finally:
+        # Opened in the main process, which runs no tasks: it must not outlive this.
+        connection.close()

@@ -1,0 +1,186 @@
+"""Faults on real components: worker processes killed with real signals, model processes that die
+writing their results, database connections terminated under a running task, a model with no
+network. Every process a test kills is one it started, killed by its id."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from leaderboard.holders import HEARTBEAT_STALE_SECONDS, holder_this_process
+from leaderboard.models import Submission
+from leaderboard.services import submission_create, submission_start, submissions_sweep
+from tests import model_factories as factories
+from tests.conftest import baseline_named, wait_for, worker_kill, worker_start
+from tests.environment import PROJECT_DIR
+
+# Far below the default time limit (600 s) and the test benchmarks' (60 s), so a resume that
+# waited for the deadline fails, and far above a worker's start on a busy 2-core machine.
+RESUME_BOUND_SECONDS = 60
+
+
+def submit(benchmark, user, data: bytes, filename: str, name: str = "model") -> Submission:
+    submission, _ = submission_create(benchmark=benchmark, owner=user, name=name, artifact=data, artifact_filename=filename)
+    return submission
+
+
+def current(submission: Submission) -> Submission:
+    return Submission.objects.get(pk=submission.pk)
+
+
+def database_name() -> str:
+    return connection.settings_dict["NAME"]
+
+
+def model_processes(marker: str) -> list[int]:
+    """The pids of live model processes whose command line mentions `marker` (their folder)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _alive(int(entry.name)):
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "evaluators.model_process" in command and marker in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie runs nothing
+
+
+# --- A killed worker's submission resumes at once -------------------------------------------------
+
+
+def test_a_worker_killed_mid_evaluation_is_resumed_by_the_next_worker_within_a_minute(
+    transactional_db, broker, user, adult_benchmark, adult_baselines
+):
+    worker = worker_start(database_name())
+    model = baseline_named(adult_baselines, "Random forest")
+    submission = submit(adult_benchmark, user, model.data, model.filename)
+    wait_for(lambda: current(submission).status == "running", timeout=90, interval=0.02, what="the evaluation to start")
+    held = current(submission)
+    assert held.holder and held.heartbeat_at, "a claim records its holder and heartbeat"
+
+    worker_kill(worker, signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert current(submission).deadline_at > timezone.now() + timedelta(seconds=30), "the deadline is far off"
+    replacement = worker_start(database_name())
+    try:
+        wait_for(lambda: current(submission).attempts == 2, timeout=120, interval=0.05, what="the takeover")
+        resumed_after = time.monotonic() - killed_at
+        done = wait_for(lambda: (s := current(submission)).is_finished and s, timeout=120, what="the evaluation")
+    finally:
+        worker_kill(replacement, signal.SIGTERM)
+    print(f"resumed {resumed_after:.1f} s after the kill")
+    assert done.status == "succeeded", done.error
+    assert done.attempts == 2
+    assert resumed_after < RESUME_BOUND_SECONDS
+
+
+def test_a_redelivery_takes_over_from_a_dead_holder_on_this_machine_before_the_deadline(adult_benchmark, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    submission = submit(adult_benchmark, user, model.data, model.filename)
+    # This machine, a process that has ended: the holder a SIGKILLed worker leaves on its row.
+    dead = holder_this_process().split()
+    dead[1] = str(_finished_pid())
+    submission_start(submission.pk, holder=" ".join(dead))
+    taken = submission_start(submission.pk, holder="another worker")
+    assert taken is not None and taken.attempts == 2
+
+
+def _finished_pid() -> int:
+    """A pid that ran on this machine and has ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_live_holder_keeps_its_submission_and_a_silent_one_elsewhere_loses_it(adult_benchmark, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    submission = submit(adult_benchmark, user, model.data, model.filename)
+    elsewhere = "other-host 4242 another-boot/4026531836 12345"
+    submission_start(submission.pk, holder=elsewhere)
+    assert submission_start(submission.pk, holder="me") is None, "a beating holder elsewhere is left alone"
+    assert submissions_sweep() == {"requeued": 0, "failed": 0}
+
+    stale = timezone.now() - timedelta(seconds=HEARTBEAT_STALE_SECONDS + 1)
+    Submission.objects.filter(pk=submission.pk).update(heartbeat_at=stale)
+    assert submissions_sweep() == {"requeued": 1, "failed": 0}
+    swept = current(submission)
+    assert swept.status == "queued" and swept.holder == "" and swept.attempts == 1
+
+
+def test_the_heartbeat_thread_refreshes_the_claim_until_it_stops(transactional_db, adult_benchmark, adult_baselines, user):
+    from workers.heartbeat import heartbeat
+
+    model = baseline_named(adult_baselines, "onnx:")
+    holder = holder_this_process()
+    submission = submission_start(submit(adult_benchmark, user, model.data, model.filename).pk, holder=holder)
+    first = current(submission).heartbeat_at
+    with heartbeat(submission, holder=holder, interval=0.05):
+        wait_for(lambda: current(submission).heartbeat_at > first, timeout=10, what="a heartbeat")
+    last = current(submission).heartbeat_at
+    time.sleep(0.3)
+    assert current(submission).heartbeat_at == last, "no beat after the task ends"
+
+
+# --- A killed worker leaves no model process and no folder -------------------------------------------
+
+
+def test_a_killed_worker_takes_its_model_process_with_it_and_the_next_worker_removes_its_folders(
+    transactional_db, broker, user, adult_benchmark, tmp_path
+):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    worker = worker_start(database_name(), ("TMPDIR", str(scratch)))
+    try:
+        submission = submit(adult_benchmark, user, factories.endless_loop_regressor(), "hangs.onnx")
+        model = wait_for(lambda: model_processes(str(scratch)), timeout=90, what="the model process to start")
+        assert sorted(p.name.split("-")[1] for p in holdout_folders(scratch)) == ["eval", "model"]
+    finally:
+        worker_kill(worker, signal.SIGKILL)
+    wait_for(lambda: not any(map(_alive, model)), timeout=10, what=f"the model process {model} to die with its worker")
+    left = holdout_folders(scratch)
+    assert len(left) == 2, "a SIGKILLed worker cannot clean up after itself"
+
+    # Not evaluated again: only what the killed worker left is at stake.
+    Submission.objects.filter(pk=submission.pk).update(status="failed")
+    replacement = worker_start(database_name(), ("TMPDIR", str(scratch)))
+    try:
+        wait_for(lambda: not holdout_folders(scratch), timeout=90, what=f"the next worker to remove {left}")
+    finally:
+        worker_kill(replacement, signal.SIGTERM)
+
+
+def holdout_folders(directory: Path) -> list[Path]:
+    # The runtime libraries keep folders of their own in TMPDIR too.
+    return sorted(directory.glob("holdout-*"))
+
+
+def test_only_folders_of_ended_processes_are_removed(tmp_path):
+    from workers.cleanup import stale_folders_remove
+
+    ended = _finished_pid()
+    mine = tmp_path / f"holdout-model-{os.getpid()}-abc"
+    orphan = tmp_path / f"holdout-eval-{ended}-def"
+    unrelated = tmp_path / f"other-{ended}-x"
+    for folder in (mine, orphan, unrelated):
+        folder.mkdir()
+        (folder / "features.parquet").write_bytes(b"hidden")
+    assert stale_folders_remove(str(tmp_path)) == [orphan]
+    assert mine.exists() and unrelated.exists() and not orphan.exists()
