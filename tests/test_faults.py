@@ -227,3 +227,45 @@ def test_such_a_submission_fails_as_the_models_fault_and_counts_against_the_quot
         f"{WRITING_DOES_NOT_FIT_MB} MB memory limit while writing its results"
     )
     assert submission_quota_usage(benchmark=adult_benchmark, owner=user).used == 1
+
+
+# --- The model process has no network --------------------------------------------------------------
+
+
+def test_a_model_process_with_its_own_network_namespace_cannot_reach_the_database():
+    """The isolation the model process enters first, then the connection a model would try."""
+    probe = (
+        "import json, socket\n"
+        "from evaluators.model_process import isolate_network\n"
+        "network = isolate_network()\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', 5432), timeout=5).close()\n"
+        "    reached = True\n"
+        "except OSError:\n"
+        "    reached = False\n"
+        "print(json.dumps({'network': network, 'reached': reached}))\n"
+    )
+    answer = json.loads(subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_DIR, capture_output=True, text=True, check=True, timeout=60
+    ).stdout)
+    with socket.create_connection(("127.0.0.1", 5432), timeout=5):
+        pass  # this process, outside the namespace, reaches it
+    if not answer["network"]["isolated"]:
+        pytest.skip(f"this kernel gives the model process no network namespace: {answer['network']['summary']}")
+    assert answer["network"]["summary"].startswith("network: none")
+    assert answer["reached"] is False
+
+
+def test_every_report_says_whether_the_model_process_had_a_network(adult_benchmark, adult_baselines, user):
+    from workers.evaluation import submission_evaluate
+
+    adult_benchmark.evaluators = ["performance", "size"]
+    adult_benchmark.save(update_fields=["evaluators"])
+    model = baseline_named(adult_baselines, "onnx:")
+    submission = submit(adult_benchmark, user, model.data, model.filename)
+    submission_evaluate(str(submission.pk))
+    assert current(submission).status == "succeeded", current(submission).error
+    for report in current(submission).reports.all():
+        network = report.document["sandbox"]["network"]
+        assert isinstance(network["isolated"], bool), report.evaluator
+        assert network["summary"].startswith("network: none" if network["isolated"] else "network: not isolated (")

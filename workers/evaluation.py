@@ -231,9 +231,17 @@ def _evaluator_record(
         seconds=probe_seconds + time.perf_counter() - started,
         metrics=result.metrics,
         intervals=result.intervals,
-        document=result.document,
+        document=_with_sandbox(result.document, run),
     )
     return result
+
+
+def _with_sandbox(document: dict, run: SandboxRun) -> dict:
+    """The report says how the model process that produced its numbers was isolated, e.g.
+    {"network": {"isolated": true, "summary": "network: none (own namespace)"}}."""
+    if run.isolation is None:
+        return document
+    return {**document, "sandbox": run.isolation}
 
 
 def _options(submission: Submission, evaluator: Evaluator) -> dict:
