@@ -269,3 +269,30 @@ def test_every_report_says_whether_the_model_process_had_a_network(adult_benchma
         network = report.document["sandbox"]["network"]
         assert isinstance(network["isolated"], bool), report.evaluator
         assert network["summary"].startswith("network: none" if network["isolated"] else "network: not isolated (")
+
+
+# --- A lost database connection costs a reconnect, not an attempt --------------------------------
+
+
+def test_a_worker_whose_database_connections_are_terminated_mid_evaluation_still_records_the_result(
+    transactional_db, broker, user, adult_benchmark, adult_baselines
+):
+    worker = worker_start(database_name())
+    try:
+        model = baseline_named(adult_baselines, "Random forest")
+        submission = submit(adult_benchmark, user, model.data, model.filename)
+        wait_for(lambda: current(submission).stage == "predicting", timeout=90, interval=0.02, what="the model to run")
+        # Every connection to this run's database but the test's own: the worker's, as a database
+        # restart or failover would end them.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname = current_database() and pid <> pg_backend_pid()"
+            )
+            terminated = cursor.fetchall()
+        assert terminated, "the worker had no connection to terminate"
+        done = wait_for(lambda: (s := current(submission)).is_finished and s, timeout=180, what="the evaluation")
+    finally:
+        worker_kill(worker, signal.SIGTERM)
+    assert done.status == "succeeded", done.error
+    assert done.attempts == 1 and done.latency_attempts == 1, "the lost connection cost no attempt"
