@@ -296,3 +296,50 @@ def test_a_worker_whose_database_connections_are_terminated_mid_evaluation_still
         worker_kill(worker, signal.SIGTERM)
     assert done.status == "succeeded", done.error
     assert done.attempts == 1 and done.latency_attempts == 1, "the lost connection cost no attempt"
+
+
+# --- The sweep: its own queue, and no re-sends of what only waits --------------------------------
+
+ELSEWHERE = "other-host 4242 another-boot/4026531836 12345"
+
+
+def expire(*submissions: Submission) -> None:
+    Submission.objects.filter(pk__in=[s.pk for s in submissions]).update(deadline_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_the_sweep_is_sent_to_its_own_queue_and_expires_within_its_interval(broker, settings):
+    from workers.tasks import sweep_stuck_submissions
+
+    sweep_stuck_submissions.apply_async()
+    assert broker.llen("evaluate") == 0
+    (raw,) = broker.lrange("sweep", 0, -1)
+    message = json.loads(raw)
+    assert message["headers"]["task"] == "holdout.sweep_stuck_submissions"
+    assert message["headers"]["expires"], "a sweep that waited a whole interval is dropped"
+
+
+def test_a_submission_waiting_behind_busy_workers_is_not_sent_again(adult_benchmark, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    running = submit(adult_benchmark, user, model.data, model.filename, name="running")
+    waiting = submit(adult_benchmark, user, model.data, model.filename, name="waiting")
+    submission_start(running.pk, holder=ELSEWHERE)
+    expire(waiting)
+    assert submissions_sweep() == {"requeued": 0, "failed": 0}
+    assert current(waiting).status == "queued" and current(waiting).sent_at == waiting.sent_at
+
+
+def test_a_submission_the_queue_passed_over_is_sent_again(adult_benchmark, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    lost = submit(adult_benchmark, user, model.data, model.filename, name="lost")
+    later = submit(adult_benchmark, user, model.data, model.filename, name="later")
+    submission_start(later.pk, holder=ELSEWHERE)  # a message sent after it was delivered
+    expire(lost)
+    assert submissions_sweep() == {"requeued": 1, "failed": 0}
+    assert current(lost).sent_at > lost.sent_at
+
+
+def test_an_undelivered_submission_with_no_worker_busy_is_sent_again(adult_benchmark, adult_baselines, user):
+    model = baseline_named(adult_baselines, "onnx:")
+    lost = submit(adult_benchmark, user, model.data, model.filename)
+    expire(lost)
+    assert submissions_sweep() == {"requeued": 1, "failed": 0}

@@ -6,8 +6,13 @@ from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leaderboard.settings")
 
+# The sweep has a queue of its own, served by a worker that evaluates nothing, so it never waits
+# behind a backlog of evaluations (README, "Production").
+SWEEP_QUEUE = "sweep"
+
 app = Celery("holdout")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_routes = {"holdout.sweep_stuck_submissions": {"queue": SWEEP_QUEUE}}
 app.autodiscover_tasks(["workers"])
 
 if app.conf.broker_url.startswith("filesystem"):

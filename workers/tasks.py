@@ -4,10 +4,6 @@ from django.conf import settings
 from leaderboard.services import submissions_sweep
 from workers.evaluation import submission_evaluate, submission_measure_latency
 
-# The sweep has a queue of its own, so it never waits behind a backlog of evaluations, and a
-# sweep not run within one interval is dropped rather than run late in a burst with the next.
-SWEEP_QUEUE = "sweep"
-
 
 @shared_task(name="holdout.evaluate_submission", acks_late=True)
 def evaluate_submission(submission_id: str) -> None:
@@ -19,11 +15,8 @@ def measure_latency(submission_id: str) -> None:
     submission_measure_latency(submission_id)
 
 
-@shared_task(
-    name="holdout.sweep_stuck_submissions",
-    queue=SWEEP_QUEUE,
-    expires=float(settings.HOLDOUT_SWEEP_INTERVAL_SECONDS),
-    acks_late=False,
-)
+# On its own queue (workers/app.py); a sweep not run within one interval is dropped rather than
+# run late in a burst with the next.
+@shared_task(name="holdout.sweep_stuck_submissions", expires=float(settings.HOLDOUT_SWEEP_INTERVAL_SECONDS), acks_late=False)
 def sweep_stuck_submissions() -> dict:
     return submissions_sweep()
