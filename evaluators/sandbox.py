@@ -156,7 +156,7 @@ def run_in_sandbox(
 def _read_isolation(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
-    except (*_UNREADABLE, json.JSONDecodeError):
+    except _UNREADABLE:  # a child that died before saying: nothing is claimed
         return None
 
 

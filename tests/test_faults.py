@@ -343,3 +343,27 @@ def test_an_undelivered_submission_with_no_worker_busy_is_sent_again(adult_bench
     lost = submit(adult_benchmark, user, model.data, model.filename)
     expire(lost)
     assert submissions_sweep() == {"requeued": 1, "failed": 0}
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "fault"),
+    [
+        (-signal.SIGKILL, "", "the model process ran out of its 1024 MB memory limit while writing its results"),
+        (-signal.SIGSEGV, "", "the model process crashed (signal SIGSEGV) while writing its results"),
+        (1, "MemoryError", "the model process ran out of its 1024 MB memory limit while writing its results"),
+        (0, "", None),  # it ended of its own accord: what broke the file is not the model
+    ],
+)
+def test_a_truncated_result_file_is_the_models_fault_only_when_its_process_died(tmp_path, returncode, stderr, fault):
+    from evaluators.sandbox import Limits, ModelFailure, _Ending, _read_predictions
+
+    outcome = tmp_path / "outcome.json"
+    outcome.write_text(json.dumps({"status": "ok", "classes": ["a", "b"], "predict_seconds": 0.1})[:25])
+    request = {"outcome_path": str(outcome), "arrays_path": str(tmp_path / "predictions.npz"), "predict": True}
+    ending = _Ending(returncode, False, stderr, Limits(memory_bytes=2**30, cpu_seconds=60, wall_seconds=60))
+    with pytest.raises(ModelFailure if fault else RuntimeError) as failed:
+        _read_predictions(request, ending)
+    if fault:
+        assert str(failed.value) == fault
+    else:
+        assert not isinstance(failed.value, ModelFailure) and "could not be read" in str(failed.value)

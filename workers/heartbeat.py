@@ -36,7 +36,8 @@ def _beat(submission: Submission, holder: str, interval: float, stop: threading.
         while not stop.wait(interval):
             try:
                 if not submission_heartbeat(submission, holder=holder):
-                    log.warning("submission %s is no longer held by this worker", submission.pk)
+                    # Finished, handed to the latency queue, or taken over by another worker.
+                    log.info("submission %s is no longer held by this worker", submission.pk)
                     return
             except Exception:  # noqa: BLE001 - a database hiccup must not stop the beating
                 log.warning("heartbeat of %s failed; trying again in %g s", submission.pk, interval, exc_info=True)
