@@ -563,7 +563,9 @@ def submission_latency_handoff(submission: Submission) -> None:
         # Waiting for the latency queue, it is nobody's until a latency worker claims it.
         locked.holder, locked.heartbeat_at = "", None
         locked.sent_queue, locked.sent_at = "latency", timezone.now()
-        locked.save(update_fields=["stage", "progress", "deadline_at", "holder", "heartbeat_at", "sent_queue", "sent_at"])
+        locked.save(
+            update_fields=["stage", "progress", "deadline_at", "holder", "heartbeat_at", "sent_queue", "sent_at"]
+        )
         _send_on_commit(LATENCY_TASK, locked, queue="latency")
 
 
@@ -580,7 +582,9 @@ def submission_latency_start(submission_id, *, holder: str = "") -> Submission |
             _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
             return None
         if submission.stage == Submission.LATENCY:
-            log.warning("taking over the latency phase of %s from %s", submission.pk, holder_describe(submission.holder))
+            log.warning(
+                "taking over the latency phase of %s from %s", submission.pk, holder_describe(submission.holder)
+            )
         submission.stage = Submission.LATENCY
         submission.latency_attempts += 1
         _claim(submission, holder, now)
@@ -683,7 +687,9 @@ def _sweep_one(submission: Submission, now) -> str | None:
         _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
         return "failed"
     if submission.status == Submission.Status.RUNNING and submission.holder:
-        log.warning("submission %s lost its worker %s; sending it again", submission.pk, holder_describe(submission.holder))
+        log.warning(
+            "submission %s lost its worker %s; sending it again", submission.pk, holder_describe(submission.holder)
+        )
     _resend_locked(submission, now)
     return "requeued"
 

@@ -29,7 +29,9 @@ RESUME_BOUND_SECONDS = 60
 
 
 def submit(benchmark, user, data: bytes, filename: str, name: str = "model") -> Submission:
-    submission, _ = submission_create(benchmark=benchmark, owner=user, name=name, artifact=data, artifact_filename=filename)
+    submission, _ = submission_create(
+        benchmark=benchmark, owner=user, name=name, artifact=data, artifact_filename=filename
+    )
     return submission
 
 
@@ -92,7 +94,9 @@ def test_a_worker_killed_mid_evaluation_is_resumed_by_the_next_worker_within_a_m
     assert resumed_after < RESUME_BOUND_SECONDS
 
 
-def test_a_redelivery_takes_over_from_a_dead_holder_on_this_machine_before_the_deadline(adult_benchmark, adult_baselines, user):
+def test_a_redelivery_takes_over_from_a_dead_holder_on_this_machine_before_the_deadline(
+    adult_benchmark, adult_baselines, user
+):
     model = baseline_named(adult_baselines, "onnx:")
     submission = submit(adult_benchmark, user, model.data, model.filename)
     # This machine, a process that has ended: the holder a SIGKILLed worker leaves on its row.
@@ -125,7 +129,9 @@ def test_a_live_holder_keeps_its_submission_and_a_silent_one_elsewhere_loses_it(
     assert swept.status == "queued" and swept.holder == "" and swept.attempts == 1
 
 
-def test_the_heartbeat_thread_refreshes_the_claim_until_it_stops(transactional_db, adult_benchmark, adult_baselines, user):
+def test_the_heartbeat_thread_refreshes_the_claim_until_it_stops(
+    transactional_db, adult_benchmark, adult_baselines, user
+):
     from workers.heartbeat import heartbeat
 
     model = baseline_named(adult_baselines, "onnx:")
@@ -304,7 +310,8 @@ ELSEWHERE = "other-host 4242 another-boot/4026531836 12345"
 
 
 def expire(*submissions: Submission) -> None:
-    Submission.objects.filter(pk__in=[s.pk for s in submissions]).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    past = timezone.now() - timedelta(seconds=1)
+    Submission.objects.filter(pk__in=[s.pk for s in submissions]).update(deadline_at=past)
 
 
 def test_the_sweep_is_sent_to_its_own_queue_and_expires_within_its_interval(broker, settings):

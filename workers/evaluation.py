@@ -166,7 +166,8 @@ def _latency_phase(submission: Submission) -> None:
     resample_values: dict[str, list] = {}
     for position, evaluator in enumerate(evaluators):
         # The stage stays "latency" so a sweep after a lost worker re-sends this phase alone.
-        durably(submission_progress, submission, stage=Submission.LATENCY, progress=0.85 + 0.1 * position / len(evaluators))
+        progress = 0.85 + 0.1 * position / len(evaluators)
+        durably(submission_progress, submission, stage=Submission.LATENCY, progress=progress)
         previous = durably(_previous_reports, submission)
         result = _evaluator_record(submission, evaluator, replace(data, previous=previous), run)
         if result is not None:

@@ -17,6 +17,8 @@ def measure_latency(submission_id: str) -> None:
 
 # On its own queue (workers/app.py); a sweep not run within one interval is dropped rather than
 # run late in a burst with the next.
-@shared_task(name="holdout.sweep_stuck_submissions", expires=float(settings.HOLDOUT_SWEEP_INTERVAL_SECONDS), acks_late=False)
+@shared_task(
+    name="holdout.sweep_stuck_submissions", expires=float(settings.HOLDOUT_SWEEP_INTERVAL_SECONDS), acks_late=False
+)
 def sweep_stuck_submissions() -> dict:
     return submissions_sweep()
