@@ -4,11 +4,19 @@ The child is a fresh interpreter started with ``subprocess``: Celery's prefork w
 daemonic and may not fork multiprocessing children. It sees only the feature columns and the
 artifact, gets none of this process's environment, and talks back through files in a private
 temporary directory. A crash, a memory bomb or an endless loop fails this one evaluation with
-a message the submitter can act on.
+a message the submitter can act on; so does a result file the model process left unreadable
+because it died writing it (out of memory, killed, crashed).
+
+The child dies with the thread that started it (PR_SET_PDEATHSIG, set first thing in
+model_process.py), so a killed worker leaves no model running, and it runs in a network
+namespace of its own where the kernel allows one (SandboxRun.isolation says which). The private
+directory's name carries this process's pid, so what a killed worker leaves behind can be told
+from what a live one uses (workers/cleanup.py).
 """
 
 import contextlib
 import json
+import zipfile
 import os
 import signal
 import subprocess
@@ -32,6 +40,9 @@ _STDERR_TAIL_BYTES = 2000
 # the model, the features and the probes; measured with the demo's baselines on the whole Adult
 # test set, both formats, prediction and every probe (tests/test_memory_limit.py).
 MIN_MODEL_MEMORY_MB = 1024
+MODEL_DIR_PREFIX = "holdout-model-"
+# What reading a truncated or garbled result file raises: JSON, .npz (a zip) and the arrays in it.
+_UNREADABLE = (ValueError, KeyError, EOFError, OSError, zipfile.BadZipFile, UnicodeDecodeError)
 
 
 class ModelFailure(RuntimeError):
@@ -67,6 +78,19 @@ class ProbeOutcome:
 class SandboxRun:
     predictions: Predictions | None  # None when the run was asked not to predict
     probes: dict[str, ProbeOutcome]
+    # How the model process was isolated, as it found out itself: {"network": {"isolated": bool,
+    # "summary": "network: none (own namespace)", ...}}; None when it did not say.
+    isolation: dict | None = None
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How the model process ended, for telling whose fault a missing or unreadable result is."""
+
+    returncode: int
+    timed_out: bool
+    stderr: str
+    limits: Limits
 
 
 def predict_in_sandbox(
@@ -108,7 +132,7 @@ def run_in_sandbox(
     if problem:
         raise RuntimeError(problem)  # the platform's configuration, not the model's fault
     probes = probes or {}
-    with tempfile.TemporaryDirectory(prefix="holdout-model-") as directory:
+    with tempfile.TemporaryDirectory(prefix=f"{MODEL_DIR_PREFIX}{os.getpid()}-") as directory:
         workdir = Path(directory)
         request = {
             "artifact_path": str(Path(artifact_path).resolve()),
@@ -120,48 +144,61 @@ def run_in_sandbox(
             "features_path": str(workdir / "features.parquet"),
             "arrays_path": str(workdir / "predictions.npz"),
             "outcome_path": str(workdir / "outcome.json"),
+            "isolation_path": str(workdir / "isolation.json"),
             "predict": predict,
             "probes": probes,
         }
         features.to_parquet(request["features_path"], index=False)
         (workdir / "request.json").write_text(json.dumps(request))
         returncode, timed_out = _run_child(workdir, limits)
+        ending = _Ending(returncode, timed_out, _stderr_tail(workdir), limits)
         if not Path(request["outcome_path"]).exists() and timed_out:
             raise ModelFailure(f"the model did not finish within {limits.wall_seconds:g} s (wall-clock limit)")
-        predictions = _read_predictions(request, returncode, workdir, limits)
+        predictions = _read_predictions(request, ending)
         if predictions is not None:
             _check_predictions(predictions, n_rows=len(features))
-        outcomes = {
-            name: _read_probe(workdir, name, returncode=returncode, timed_out=timed_out, limits=limits)
-            for name in probes
-        }
-    return SandboxRun(predictions=predictions, probes=outcomes)
+        outcomes = {name: _read_probe(workdir, name, ending) for name in probes}
+        isolation = _read_isolation(Path(request["isolation_path"]))
+    return SandboxRun(predictions=predictions, probes=outcomes, isolation=isolation)
 
 
-def _read_probe(workdir: Path, name: str, *, returncode: int, timed_out: bool, limits: Limits) -> ProbeOutcome:
+def _read_isolation(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except _UNREADABLE:  # a child that died before saying: nothing is claimed
+        return None
+
+
+def _read_probe(workdir: Path, name: str, ending: _Ending) -> ProbeOutcome:
     files = probe_files(workdir, name)
     if files.outcome.exists():
-        outcome = json.loads(files.outcome.read_text())
-        if outcome["status"] != "ok":
-            message = _memory_message(limits) if outcome["out_of_memory"] else outcome["message"]
-            return ProbeOutcome(None, {}, message, outcome["seconds"])
-        with np.load(files.arrays, allow_pickle=False) as arrays:
-            loaded = {key: arrays[key] for key in arrays.files}
-        return ProbeOutcome(outcome["document"], loaded, None, outcome["seconds"])
+        try:
+            return _probe_outcome(files, ending.limits)
+        except _UNREADABLE as error:
+            return ProbeOutcome(None, {}, f"{_unreadable_reason(ending, error)} while running the {name} probe", 0.0)
     if not files.started.exists():
         return ProbeOutcome(None, {}, f"the {name} probe did not run: the model process ended before it", 0.0)
-    if timed_out:
-        reason = f"the model process did not finish within {limits.wall_seconds:g} s (wall-clock limit)"
-    else:
-        reason = str(_crash(returncode, _stderr_tail(workdir), limits))
-    return ProbeOutcome(None, {}, f"{reason} while running the {name} probe", 0.0)
+    return ProbeOutcome(None, {}, f"{_ending_reason(ending)} while running the {name} probe", 0.0)
+
+
+def _probe_outcome(files, limits: Limits) -> ProbeOutcome:
+    outcome = json.loads(files.outcome.read_text())
+    if outcome["status"] != "ok":
+        message = _memory_message(limits) if outcome["out_of_memory"] else outcome["message"]
+        return ProbeOutcome(None, {}, message, outcome["seconds"])
+    with np.load(files.arrays, allow_pickle=False) as arrays:
+        loaded = {key: arrays[key] for key in arrays.files}
+    return ProbeOutcome(outcome["document"], loaded, None, outcome["seconds"])
 
 
 def _run_child(workdir: Path, limits: Limits) -> tuple[int, bool]:
-    """Run the model process to its end; returns its exit status and whether it timed out."""
+    """Run the model process to its end; returns its exit status and whether it timed out.
+
+    Called from the thread that waits for the child, which is the thread whose end kills it.
+    """
     with open(workdir / "stderr.txt", "wb") as stderr:
         child = subprocess.Popen(
-            [sys.executable, "-m", "evaluators.model_process", str(workdir / "request.json")],
+            [sys.executable, "-m", "evaluators.model_process", str(workdir / "request.json"), str(os.getpid())],
             cwd=workdir,
             env=_child_environment(),
             stdin=subprocess.DEVNULL,
@@ -197,36 +234,71 @@ def _child_environment() -> dict[str, str]:
     }
 
 
-def _read_predictions(request: dict, returncode: int, workdir: Path, limits: Limits) -> Predictions | None:
-    outcome_path = Path(request["outcome_path"])
+def _read_predictions(request: dict, ending: _Ending) -> Predictions | None:
+    outcome_path, arrays_path = Path(request["outcome_path"]), Path(request["arrays_path"])
     if not outcome_path.exists():
-        raise _crash(returncode, _stderr_tail(workdir), limits)
-    outcome = json.loads(outcome_path.read_text())
-    if outcome["status"] == "failed":
-        raise ModelFailure(_memory_message(limits) if outcome["out_of_memory"] else outcome["message"])
-    if not request["predict"]:
-        return None
-    with np.load(request["arrays_path"], allow_pickle=False) as arrays:
-        labels = arrays["labels"]
-        probabilities = arrays["probabilities"] if "probabilities" in arrays.files else None
-    return Predictions(labels, probabilities, outcome["classes"], outcome["predict_seconds"])
+        # The predictions are written before the outcome: if they are there, it died writing them.
+        raise _crash(ending, writing=arrays_path.exists())
+    try:
+        outcome = json.loads(outcome_path.read_text())
+        if outcome["status"] == "failed":
+            raise ModelFailure(_memory_message(ending.limits) if outcome["out_of_memory"] else outcome["message"])
+        if not request["predict"]:
+            return None
+        with np.load(arrays_path, allow_pickle=False) as arrays:
+            labels = arrays["labels"]
+            probabilities = arrays["probabilities"] if "probabilities" in arrays.files else None
+        return Predictions(labels, probabilities, outcome["classes"], outcome["predict_seconds"])
+    except _UNREADABLE as error:
+        raise _unreadable(ending, error) from None
 
 
-def _crash(returncode: int, stderr: str, limits: Limits) -> Exception:
-    if returncode >= 0:
-        # The child reports every failure of the model itself, so this is the platform's.
+def _crash(ending: _Ending, *, writing: bool = False) -> Exception:
+    """Why the model process ended without its result: the model's fault, unless it exited of
+    its own accord without saying why (the child reports every failure of the model itself)."""
+    if ending.returncode >= 0 and not _out_of_memory(ending.stderr):
         return RuntimeError(
-            f"the model process exited with status {returncode} without a result: {stderr}"
+            f"the model process exited with status {ending.returncode} without a result: {ending.stderr}"
         )
-    signal_number = -returncode
-    if signal_number == signal.SIGXCPU:
-        return ModelFailure(
-            f"the model process used more than {limits.cpu_seconds} s of CPU time (CPU limit)"
+    reason = _ending_reason(ending)
+    return ModelFailure(f"{reason} while writing its results" if writing else reason)
+
+
+def _unreadable(ending: _Ending, error: Exception) -> Exception:
+    """A result file left truncated or garbled: the model's fault if its process died writing it."""
+    if ending.returncode == 0 or (ending.returncode > 0 and not _out_of_memory(ending.stderr)):
+        return RuntimeError(
+            f"the model process exited with status {ending.returncode} but its result could not be read "
+            f"({type(error).__name__}: {error})"
         )
-    # The kernel's OOM killer sends SIGKILL; C++ allocation failures abort with bad_alloc.
-    if signal_number == signal.SIGKILL or any(marker in stderr for marker in MEMORY_MARKERS):
-        return ModelFailure(_memory_message(limits))
-    return ModelFailure(f"the model process crashed (signal {signal.Signals(signal_number).name})")
+    return ModelFailure(_unreadable_reason(ending, error))
+
+
+def _unreadable_reason(ending: _Ending, error: Exception) -> str:
+    if ending.returncode == 0:
+        return f"the model process left an unreadable result ({type(error).__name__}: {error})"
+    return f"{_ending_reason(ending)} while writing its results"
+
+
+def _ending_reason(ending: _Ending) -> str:
+    """What ended the model process, in the submitter's words."""
+    limits = ending.limits
+    if ending.timed_out:
+        return f"the model process did not finish within {limits.wall_seconds:g} s (wall-clock limit)"
+    if ending.returncode == -signal.SIGXCPU:
+        return f"the model process used more than {limits.cpu_seconds} s of CPU time (CPU limit)"
+    # A MemoryError exits with status 1, C++ allocation failures abort with bad_alloc, and the
+    # kernel's OOM killer sends SIGKILL.
+    if _out_of_memory(ending.stderr) or ending.returncode == -signal.SIGKILL:
+        return _memory_message(limits)
+    if ending.returncode >= 0:
+        return f"the model process exited with status {ending.returncode}"
+    signal_number = -ending.returncode
+    return f"the model process crashed (signal {signal.Signals(signal_number).name})"
+
+
+def _out_of_memory(stderr: str) -> bool:
+    return any(marker in stderr for marker in MEMORY_MARKERS)
 
 
 def memory_limit_problem(memory_bytes: int) -> str | None:

@@ -144,6 +144,16 @@ class Submission(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Past this moment a queued or running submission is considered stuck by the sweep.
     deadline_at = models.DateTimeField(null=True, blank=True)
+    # The worker process working on it (leaderboard/holders.py) and when it last said so: a dead
+    # holder's submission is taken over long before its deadline.
+    holder = models.CharField(max_length=300, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The message the submission waits for or was started from: its queue, when it was sent, and
+    # when a worker claimed it. A message sent after this one and already claimed means this one
+    # was lost rather than waiting behind a backlog.
+    sent_queue = models.CharField(max_length=16, default="evaluate")
+    sent_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     metrics = models.JSONField(default=dict, blank=True)
     intervals = models.JSONField(default=dict, blank=True)
@@ -154,7 +164,11 @@ class Submission(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["benchmark", "status"]), models.Index(fields=["status", "deadline_at"])]
+        indexes = [
+            models.Index(fields=["benchmark", "status"]),
+            models.Index(fields=["status", "deadline_at"]),
+            models.Index(fields=["sent_queue", "sent_at"], name="submission_sent_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"],

@@ -20,11 +20,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
 from evaluators.artifacts import ArtifactRejected, inspect_artifact
 from leaderboard.errors import IdempotencyKeyReused, QuotaExceeded, Rejected
+from leaderboard.holders import HEARTBEAT_STALE_SECONDS, holder_dead, holder_describe
 from leaderboard.metadata import metadata_canonical, metadata_check, request_fingerprint
 from leaderboard.models import ApiToken, Benchmark, Report, Submission
 from leaderboard.objectives import TASKS, default_presets, evaluators_applying, objective_keys, performance_keys
@@ -552,36 +554,56 @@ def _send_on_commit(task: str, submission: Submission, *, queue: str) -> None:
     transaction.on_commit(send)
 
 
-def submission_start(submission_id) -> Submission | None:
-    """Claim a submission for evaluation; None when it is finished or another worker holds it.
+def submission_start(submission_id, *, holder: str = "") -> Submission | None:
+    """Claim a submission for evaluation; None when it is finished or a live worker holds it.
 
     The row lock makes two deliveries of the same message (a redelivery after a lost ack, or the
-    sweep's re-send) start at most one evaluation.
+    sweep's re-send) start at most one evaluation. A holder that died (leaderboard/holders.py) is
+    taken over at once, so a redelivery after a lost worker is not dropped until the deadline.
     """
     now = timezone.now()
     with transaction.atomic():
         submission = Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
         if submission is None or submission.is_finished or submission.in_latency_phase:
             return None
-        held_by_live_worker = (
-            submission.status == Submission.Status.RUNNING
-            and submission.deadline_at is not None
-            and submission.deadline_at > now
-        )
-        if held_by_live_worker:
+        if submission.status == Submission.Status.RUNNING and _held_by_live_worker(submission, now):
             return None
         if submission.attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
             _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
             return None
+        if submission.status == Submission.Status.RUNNING:
+            log.warning("taking over submission %s from %s", submission.pk, holder_describe(submission.holder))
         submission.status = Submission.Status.RUNNING
         submission.stage = "starting"
         submission.progress = 0.0
         submission.attempts += 1
         submission.started_at = now
-        submission.deadline_at = submission.next_deadline()
         submission.error = ""
+        _claim(submission, holder, now)
         submission.save()
     return submission
+
+
+def _held_by_live_worker(submission: Submission, now) -> bool:
+    """A worker is on it: its time limit has not passed and its holder has not died."""
+    within_deadline = submission.deadline_at is not None and submission.deadline_at > now
+    return within_deadline and not holder_dead(submission.holder, submission.heartbeat_at, now)
+
+
+def _claim(submission: Submission, holder: str, now) -> None:
+    submission.holder = holder
+    submission.heartbeat_at = now
+    submission.claimed_at = now
+    submission.deadline_at = submission.next_deadline()
+
+
+def submission_heartbeat(submission: Submission, *, holder: str) -> bool:
+    """The holder says it is still working; False when the submission is no longer its own."""
+    return bool(
+        Submission.objects.filter(pk=submission.pk, holder=holder, status=Submission.Status.RUNNING)
+        .exclude(holder="")
+        .update(heartbeat_at=timezone.now())
+    )
 
 
 def submission_progress(submission: Submission, *, stage: str, progress: float) -> None:
@@ -648,25 +670,34 @@ def submission_latency_handoff(submission: Submission) -> None:
         locked.stage = Submission.LATENCY_QUEUED
         locked.progress = max(locked.progress, 0.8)
         locked.deadline_at = locked.next_deadline()
-        locked.save(update_fields=["stage", "progress", "deadline_at"])
+        # Waiting for the latency queue, it is nobody's until a latency worker claims it.
+        locked.holder, locked.heartbeat_at = "", None
+        locked.sent_queue, locked.sent_at = "latency", timezone.now()
+        locked.save(
+            update_fields=["stage", "progress", "deadline_at", "holder", "heartbeat_at", "sent_queue", "sent_at"]
+        )
         _send_on_commit(LATENCY_TASK, locked, queue="latency")
 
 
-def submission_latency_start(submission_id) -> Submission | None:
-    """Claim the latency phase; None when it is not waiting for it or another worker holds it."""
+def submission_latency_start(submission_id, *, holder: str = "") -> Submission | None:
+    """Claim the latency phase; None when it is not waiting for it or a live worker holds it."""
     now = timezone.now()
     with transaction.atomic():
         submission = Submission.objects.select_for_update().select_related("benchmark").filter(pk=submission_id).first()
         if submission is None or not submission.in_latency_phase:
             return None
-        if submission.stage == Submission.LATENCY and submission.deadline_at and submission.deadline_at > now:
+        if submission.stage == Submission.LATENCY and _held_by_live_worker(submission, now):
             return None
         if submission.latency_attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
             _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
             return None
+        if submission.stage == Submission.LATENCY:
+            log.warning(
+                "taking over the latency phase of %s from %s", submission.pk, holder_describe(submission.holder)
+            )
         submission.stage = Submission.LATENCY
         submission.latency_attempts += 1
-        submission.deadline_at = submission.next_deadline()
+        _claim(submission, holder, now)
         submission.save()
     return submission
 
@@ -681,6 +712,7 @@ def submission_succeed(submission: Submission) -> None:
         locked.progress = 1.0
         locked.finished_at = timezone.now()
         locked.deadline_at = None
+        locked.holder, locked.heartbeat_at = "", None
         locked.save()
 
 
@@ -698,6 +730,7 @@ def _submission_fail_locked(submission: Submission, message: str, *, stage: str,
     submission.error = message
     submission.finished_at = timezone.now()
     submission.deadline_at = None
+    submission.holder, submission.heartbeat_at = "", None
     submission.save()
 
 
@@ -713,53 +746,101 @@ def _attempts_exhausted_message(submission: Submission) -> str:
 
 
 def submissions_sweep() -> dict:
-    """Re-send submissions whose deadline passed; fail those out of attempts or never picked up.
+    """Re-send submissions whose worker died or whose message was lost; fail those out of
+    attempts or never picked up.
 
     The database is the record of work, so a message lost by the broker or a worker killed
-    mid-evaluation costs time, never a submission.
+    mid-evaluation costs time, never a submission. A submission only waiting behind a backlog is
+    left where it is: sending it again would only double the backlog.
     """
     now = timezone.now()
     counts = {"requeued": 0, "failed": 0}
-    stuck = Submission.objects.filter(
-        status__in=[Submission.Status.QUEUED, Submission.Status.RUNNING], deadline_at__lt=now
-    ).values_list("pk", flat=True)
-    for pk in list(stuck):
+    unfinished = [Submission.Status.QUEUED, Submission.Status.RUNNING]
+    expired = Submission.objects.filter(status__in=unfinished, deadline_at__lt=now)
+    # Claimed ones are few (one per worker process); each holder is checked below.
+    held = Submission.objects.filter(status=Submission.Status.RUNNING).exclude(holder="")
+    candidates = set(expired.values_list("pk", flat=True)) | set(held.values_list("pk", flat=True))
+    for pk in candidates:
         with transaction.atomic():
             submission = Submission.objects.select_for_update().select_related("benchmark").get(pk=pk)
-            if submission.is_finished or submission.deadline_at is None or submission.deadline_at >= now:
-                continue
-            if now - submission.created_at > timedelta(seconds=settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS):
-                _submission_fail_locked(
-                    submission,
-                    f"no worker finished this submission within {settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS} s of "
-                    "its upload; the platform is at fault, not the model: check that a Celery worker "
-                    "serves the 'evaluate' queue, then submit again.",
-                    stage=submission.stage,
-                    fault="platform",
-                )
-                counts["failed"] += 1
-                continue
-            attempts = submission.latency_attempts if submission.in_latency_phase else submission.attempts
-            if attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
-                _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
-                counts["failed"] += 1
-                continue
-            if submission.in_latency_phase:
-                # The evaluation's reports are stored; only the latency phase is sent again.
-                submission.stage = Submission.LATENCY_QUEUED
-                submission.deadline_at = submission.next_deadline()
-                submission.save()
-                _send_on_commit(LATENCY_TASK, submission, queue="latency")
-                counts["requeued"] += 1
-                continue
-            submission.status = Submission.Status.QUEUED
-            submission.stage = "queued"
-            submission.progress = 0.0
-            submission.deadline_at = submission.next_deadline()
-            submission.save()
-            submission_enqueue(submission)
-            counts["requeued"] += 1
+            outcome = _sweep_one(submission, now)
+            if outcome:
+                counts[outcome] += 1
     return counts
+
+
+def _sweep_one(submission: Submission, now) -> str | None:
+    """'requeued', 'failed', or None when the submission is fine where it is (its row is locked)."""
+    if submission.is_finished or submission.deadline_at is None:
+        return None
+    waiting_for_message = submission.status == Submission.Status.QUEUED or submission.stage == Submission.LATENCY_QUEUED
+    if waiting_for_message:
+        if submission.deadline_at >= now:
+            return None
+    elif _held_by_live_worker(submission, now):
+        return None
+    if now - submission.created_at > timedelta(seconds=settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS):
+        _submission_fail_locked(
+            submission,
+            f"no worker finished this submission within {settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS} s of "
+            "its upload; the platform is at fault, not the model: check that a Celery worker "
+            "serves the 'evaluate' queue, then submit again.",
+            stage=submission.stage,
+            fault="platform",
+        )
+        return "failed"
+    if waiting_for_message and _message_waiting(submission, now):
+        log.info("submission %s is still waiting in the %s queue; not sent again", submission.pk, submission.sent_queue)
+        return None
+    attempts = submission.latency_attempts if submission.in_latency_phase else submission.attempts
+    if attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
+        _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
+        return "failed"
+    if submission.status == Submission.Status.RUNNING and submission.holder:
+        log.warning(
+            "submission %s lost its worker %s; sending it again", submission.pk, holder_describe(submission.holder)
+        )
+    _resend_locked(submission, now)
+    return "requeued"
+
+
+def _message_waiting(submission: Submission, now) -> bool:
+    """Whether the message a submission waits for is still in its queue behind a backlog.
+
+    Queues are first in, first out: a message sent later and already claimed means this one was
+    lost (a broker that lost it, a worker killed between taking and claiming it). Otherwise it is
+    waiting if workers on its queue are busy (a live holder claimed from that queue); with nobody
+    busy, a message still undelivered was lost, or no worker serves the queue (sending again then
+    costs one duplicate per time limit, which the claim drops).
+    """
+    queue = submission.sent_queue
+    claimed_from_queue = Submission.objects.filter(sent_queue=queue, claimed_at__gte=F("sent_at"))
+    if claimed_from_queue.filter(sent_at__gt=submission.sent_at).exists():
+        return False
+    busy = claimed_from_queue.filter(
+        status=Submission.Status.RUNNING,
+        heartbeat_at__gt=now - timedelta(seconds=HEARTBEAT_STALE_SECONDS),
+    ).exclude(holder="")
+    return busy.exists()
+
+
+def _resend_locked(submission: Submission, now) -> None:
+    submission.holder, submission.heartbeat_at = "", None
+    submission.sent_at = now
+    submission.deadline_at = submission.next_deadline()
+    if submission.in_latency_phase:
+        # The evaluation's reports are stored; only the latency phase is sent again.
+        submission.stage = Submission.LATENCY_QUEUED
+        submission.sent_queue = "latency"
+        submission.save()
+        _send_on_commit(LATENCY_TASK, submission, queue="latency")
+        return
+    submission.status = Submission.Status.QUEUED
+    submission.stage = "queued"
+    submission.progress = 0.0
+    submission.sent_queue = "evaluate"
+    submission.save()
+    submission_enqueue(submission)
 
 
 # --- API tokens ---------------------------------------------------------------------------------

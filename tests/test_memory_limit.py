@@ -48,3 +48,20 @@ def test_a_memory_limit_too_small_for_any_model_is_refused_naming_the_setting_an
             tmp_path, baseline_named(adult_baselines, "onnx:Logistic regression"), adult_test_features,
             limits=Limits(memory_bytes=512 * 2**20, cpu_seconds=60, wall_seconds=60), predict=True, probes={},
         )
+
+
+def test_a_worker_does_not_start_on_a_memory_limit_too_small_for_any_model():
+    import os
+    import subprocess
+    import sys
+
+    from tests.environment import PROJECT_DIR
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "evaluate", "--concurrency", "1",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=PROJECT_DIR, env={**os.environ, "HOLDOUT_MODEL_MEMORY_MB": "512"}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 2
+    assert "holdout worker not started: HOLDOUT_MODEL_MEMORY_MB is 512" in finished.stderr

@@ -8,25 +8,34 @@ while the model is timed; cost, which needs the timings, runs after it.
 A model fault (a crash, wrong inputs, NaN) fails the submission with the model's error; a
 failing evaluator other than performance fails only its own report; anything else is a platform
 fault and says so, so nobody is told to fix a model that was fine.
+
+While a task works, a heartbeat thread keeps its claim fresh (workers/heartbeat.py), so a killed
+worker's submission is taken over within seconds rather than a time limit. Every database write
+survives a lost connection (a restarted database, a terminated backend): the connection is
+closed and the write tried again, so the result is not lost with it.
 """
 
 import logging
+import os
 import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 
 from evaluators.base import EvaluationInput, Evaluator, EvaluatorResult
 from evaluators.latency import MAX_SESSIONS, session_disturbed
 from evaluators.probes import PROBE_NAMES
 from evaluators.registry import evaluator_get, evaluator_options
 from evaluators.sandbox import Limits, ModelFailure, SandboxRun, run_in_sandbox
+from leaderboard.holders import holder_this_process
 from leaderboard.models import Benchmark, Submission
 from leaderboard.services import (
     report_record,
@@ -40,6 +49,7 @@ from leaderboard.services import (
 )
 from leaderboard.selectors import latency_calibrations_recent
 from leaderboard.tables import table_from_parquet
+from workers.heartbeat import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +60,45 @@ STAGE_LABELS = {
 }
 
 
+# Waits between tries of a database write whose connection was lost: about half a minute in all,
+# enough for a database restart or failover, well within a heartbeat's staleness.
+DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# Temporary folders of this worker carry its pid, so a worker starting after a killed one can tell
+# which are left over (workers/cleanup.py).
+EVAL_DIR_PREFIX = "holdout-eval-"
+
+
 def submission_evaluate(submission_id: str) -> None:
-    submission = submission_start(submission_id)
+    holder = holder_this_process()
+    submission = durably(submission_start, submission_id, holder=holder)
     if submission is not None:
-        with _failures_recorded(submission):
+        with heartbeat(submission, holder=holder), _failures_recorded(submission):
             _evaluation_phase(submission)
 
 
 def submission_measure_latency(submission_id: str) -> None:
-    submission = submission_latency_start(submission_id)
+    holder = holder_this_process()
+    submission = durably(submission_latency_start, submission_id, holder=holder)
     if submission is not None:
-        with _failures_recorded(submission):
+        with heartbeat(submission, holder=holder), _failures_recorded(submission):
             _latency_phase(submission)
+
+
+def durably(write: Callable, *args, **kwargs):
+    """Run a database call, reconnecting and trying again while the connection is lost.
+
+    Without this a terminated connection fails the task before it can record anything, and the
+    submission waits out its time limit for a second attempt.
+    """
+    for delay in (*DATABASE_RETRY_DELAYS, None):
+        try:
+            return write(*args, **kwargs)
+        except (OperationalError, InterfaceError):
+            if delay is None or connection.in_atomic_block:
+                raise  # out of tries, or inside a caller's transaction, which must see the error
+            log.warning("database call %s failed; reconnecting in %g s", write.__name__, delay, exc_info=True)
+            connection.close()
+            time.sleep(delay)
 
 
 @contextmanager
@@ -69,10 +106,11 @@ def _failures_recorded(submission: Submission):
     try:
         yield
     except ModelFailure as failure:
-        submission_fail(submission, f"{_stage_label(submission.stage)}: {failure}", stage=submission.stage)
+        durably(submission_fail, submission, f"{_stage_label(submission.stage)}: {failure}", stage=submission.stage)
     except Exception as error:  # noqa: BLE001 - a platform fault must still end the submission.
         log.exception("evaluation of %s failed in stage %s", submission.pk, submission.stage)
-        submission_fail(
+        durably(
+            submission_fail,
             submission,
             f"Holdout failed while {_stage_label(submission.stage).lower()} ({type(error).__name__}: "
             f"{str(error)[:300]}). This is a platform fault, not your model's; submit again or tell the "
@@ -92,22 +130,22 @@ def _evaluation_phase(submission: Submission) -> None:
     base = _evaluation_input(submission, test)
     evaluators = [e for e in _enabled_evaluators(benchmark, queue="evaluate") if e.applies(base)]
 
-    submission_progress(submission, stage="predicting", progress=0.1)
+    durably(submission_progress, submission, stage="predicting", progress=0.1)
     run = _sandbox_run(submission, test, base, evaluators, predict=True)
     data = replace(base, predictions=run.predictions, probes=run.probes)
 
     resample_values: dict[str, list] = {}
     for position, evaluator in enumerate(evaluators):
-        submission_progress(submission, stage=evaluator.name, progress=0.2 + 0.6 * position / len(evaluators))
+        durably(submission_progress, submission, stage=evaluator.name, progress=0.2 + 0.6 * position / len(evaluators))
         result = _evaluator_record(submission, evaluator, data, run)
         if result is not None:
             resample_values.update(_resampled_metrics(result))
-    submission_resamples_store(submission, resample_values=resample_values)
+    durably(submission_resamples_store, submission, resample_values=resample_values)
 
     if _enabled_evaluators(benchmark, queue="latency"):
-        submission_latency_handoff(submission)
+        durably(submission_latency_handoff, submission)
     else:
-        submission_succeed(submission)
+        durably(submission_succeed, submission)
 
 
 def _latency_phase(submission: Submission) -> None:
@@ -115,7 +153,7 @@ def _latency_phase(submission: Submission) -> None:
     # The model process runs on this machine, so this machine's recent sessions tell its spread.
     base = replace(
         _evaluation_input(submission, test),
-        machine_calibrations_ms=latency_calibrations_recent(host=platform.node(), limit=MAX_SESSIONS),
+        machine_calibrations_ms=durably(latency_calibrations_recent, host=platform.node(), limit=MAX_SESSIONS),
         submission_seed=submission.pk.int % 2**63,
     )
     evaluators = [e for e in _enabled_evaluators(submission.benchmark, queue="latency") if e.applies(base)]
@@ -128,16 +166,21 @@ def _latency_phase(submission: Submission) -> None:
     resample_values: dict[str, list] = {}
     for position, evaluator in enumerate(evaluators):
         # The stage stays "latency" so a sweep after a lost worker re-sends this phase alone.
-        submission_progress(submission, stage=Submission.LATENCY, progress=0.85 + 0.1 * position / len(evaluators))
-        previous = {
-            report.evaluator: {"metrics": report.metrics, "document": report.document}
-            for report in submission.reports.filter(error="")
-        }
+        progress = 0.85 + 0.1 * position / len(evaluators)
+        durably(submission_progress, submission, stage=Submission.LATENCY, progress=progress)
+        previous = durably(_previous_reports, submission)
         result = _evaluator_record(submission, evaluator, replace(data, previous=previous), run)
         if result is not None:
             resample_values.update(_resampled_metrics(result))
-    submission_resamples_store(submission, resample_values=resample_values)
-    submission_succeed(submission)
+    durably(submission_resamples_store, submission, resample_values=resample_values)
+    durably(submission_succeed, submission)
+
+
+def _previous_reports(submission: Submission) -> dict:
+    return {
+        report.evaluator: {"metrics": report.metrics, "document": report.document}
+        for report in submission.reports.filter(error="")
+    }
 
 
 def _session_calmer(first: SandboxRun, second: SandboxRun) -> SandboxRun:
@@ -174,22 +217,32 @@ def _evaluator_record(
         if evaluator.name == "performance":
             raise
         log.warning("evaluator %s failed on %s: %s", evaluator.name, submission.pk, error, exc_info=True)
-        report_record(
+        durably(
+            report_record,
             submission,
             evaluator=evaluator.name,
             seconds=probe_seconds + time.perf_counter() - started,
             error=_evaluator_error(error),
         )
         return None
-    report_record(
+    durably(
+        report_record,
         submission,
         evaluator=evaluator.name,
         seconds=probe_seconds + time.perf_counter() - started,
         metrics=result.metrics,
         intervals=result.intervals,
-        document=result.document,
+        document=_with_sandbox(result.document, run),
     )
     return result
+
+
+def _with_sandbox(document: dict, run: SandboxRun) -> dict:
+    """The report says how the model process that produced its numbers was isolated, e.g.
+    {"network": {"isolated": true, "summary": "network: none (own namespace)"}}."""
+    if run.isolation is None:
+        return document
+    return {**document, "sandbox": run.isolation}
 
 
 def _options(submission: Submission, evaluator: Evaluator) -> dict:
@@ -242,7 +295,7 @@ def _sandbox_run(
         probes.update(evaluator.probe_params(replace(base, options=_options(submission, evaluator))))
     # In PROBE_NAMES order: inspect reads the model's memory before explain or latency grow it.
     probes = {name: probes[name] for name in PROBE_NAMES if name in probes}
-    workdir = Path(tempfile.mkdtemp(prefix="holdout-eval-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{EVAL_DIR_PREFIX}{os.getpid()}-"))
     try:
         artifact_path = workdir / f"model.{submission.artifact_format}"
         with submission.artifact.open("rb") as source, open(artifact_path, "wb") as target:

@@ -1,4 +1,5 @@
 from celery import shared_task
+from django.conf import settings
 
 from leaderboard.services import submissions_sweep
 from workers.evaluation import submission_evaluate, submission_measure_latency
@@ -14,6 +15,10 @@ def measure_latency(submission_id: str) -> None:
     submission_measure_latency(submission_id)
 
 
-@shared_task(name="holdout.sweep_stuck_submissions")
+# On its own queue (workers/app.py); a sweep not run within one interval is dropped rather than
+# run late in a burst with the next.
+@shared_task(
+    name="holdout.sweep_stuck_submissions", expires=float(settings.HOLDOUT_SWEEP_INTERVAL_SECONDS), acks_late=False
+)
 def sweep_stuck_submissions() -> dict:
     return submissions_sweep()
