@@ -133,6 +133,8 @@ class Chart:
     caption: str
     columns: list[str]
     rows: list[list]
+    # False for the placeholder of a chart that failed: nothing should keep it as the chart.
+    drawn: bool = True
 
 
 class MissingData(ValueError):
@@ -169,7 +171,7 @@ def _placeholder_chart(title: str) -> Chart:
         f"aria-label={quoteattr(title)}><title>{escape(title)}</title><desc>{escape(caption)}</desc>"
         f'<text x="8" y="25" font-size="14" fill="{MUTED}">{escape(NOT_DRAWN)}</text></svg>'
     )
-    return Chart(title=title, svg=svg, caption=caption, columns=[], rows=[])
+    return Chart(title=title, svg=svg, caption=caption, columns=[], rows=[], drawn=False)
 
 
 def _placeholder_table(title: str) -> tuple[list[str], list[list]]:

@@ -288,8 +288,10 @@ def _check_inputs(values, objectives, weights, resamples, confidence, window) ->
 def _weighted(objectives, weights, used, primary) -> _Weighted:
     specs = [objectives[column] for column in used]
     keys = [spec.key for spec in specs]
-    # Scaled by the largest first: weights near the float maximum (1e308) would sum to infinity.
-    scaled = weights[used] / weights[used].max()
+    scaled = weights[used]
+    if not np.isfinite(scaled.sum()):
+        # Weights near the float maximum (1e308) sum to infinity: their proportions are what count.
+        scaled = scaled / scaled.max()
     return _Weighted(
         keys=keys,
         weights=scaled / scaled.sum(),

@@ -181,7 +181,9 @@ def report_chart(report, name: str, draw, *arguments):
             found = ("drawn", draw(report.document, *arguments))
         except ValueError as error:
             found = ("missing", str(error))
-        cache.set(key, found)
+        # A placeholder for a chart that failed is not cached: the next request tries again.
+        if getattr(found[1], "drawn", True):
+            cache.set(key, found)
     return found[1] if found[0] == "drawn" else None
 
 

@@ -296,25 +296,3 @@ def repeated_work_regressor(repeats: int, width: int = 200_000) -> bytes:
     initializers.append(constant("axes", [1], np.int64))
     nodes.append(helper.make_node("Sum", terms, ["prediction"]))
     return graph_model(nodes, [column_input()], [float_output()], initializers=initializers).SerializeToString()
-
-
-
-def classifier_with_huge_labels(label_chars: int) -> bytes:
-    """A classifier that answers one of two labels, each `label_chars` control characters long,
-    whatever the rows (two rows), with probabilities that repeat 'age'.
-
-    The labels are part of its result: the class list is written as JSON, where each control
-    character takes six bytes, so past some size the model process runs out of memory while
-    writing its results, after predicting fitted comfortably.
-    """
-    labels = np.array(["\x01" * label_chars + "a", "\x01" * label_chars + "b"], dtype=object)
-    nodes = [
-        helper.make_node("Identity", ["labels"], ["label"]),
-        helper.make_node("Concat", ["age", "age"], ["probabilities"], axis=1),
-    ]
-    outputs = [
-        helper.make_tensor_value_info("label", TensorProto.STRING, [2]),
-        float_output("probabilities", shape=(None, 2)),
-    ]
-    initializers = [numpy_helper.from_array(labels, "labels")]
-    return graph_model(nodes, [column_input()], outputs, initializers=initializers).SerializeToString()

@@ -123,6 +123,26 @@ def test_a_chart_that_fails_to_draw_is_a_logged_placeholder(monkeypatch, caplog)
     assert "a bug in drawing" in caplog.text and "decay_overlay_chart" in caplog.text
 
 
+def test_a_placeholder_is_not_kept_in_the_cache_so_the_next_request_draws_again(monkeypatch):
+    import datetime
+    from types import SimpleNamespace
+
+    from django.core.cache import cache
+
+    from leaderboard import charts
+    from leaderboard.selectors import report_chart
+
+    cache.clear()
+    report = SimpleNamespace(pk=1, created_at=datetime.datetime(2026, 1, 1), document=document("lending_decay"))
+    real = charts._draw_overlay
+    monkeypatch.setattr(charts, "_draw_overlay", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("once")))
+    first = report_chart(report, "overlay", lambda doc: charts.decay_overlay_chart([("a", doc)]))
+    assert first.drawn is False
+    monkeypatch.setattr(charts, "_draw_overlay", real)
+    second = report_chart(report, "overlay", lambda doc: charts.decay_overlay_chart([("a", doc)]))
+    assert second.drawn is True and "could not be drawn" not in second.caption
+
+
 def test_missing_data_is_still_said_not_replaced_by_a_placeholder():
     from leaderboard import charts
 
