@@ -74,10 +74,12 @@ import argparse
 import glob
 import http.client
 import itertools
+import json
 import os
 import pwd
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -87,6 +89,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import psycopg
@@ -411,8 +414,6 @@ def folders_in_use(service: Service) -> set[str]:
             continue
         used.add(os.path.basename(cwd))
         try:
-            import json
-
             artifact = json.loads((Path(cwd) / "request.json").read_text())["artifact_path"]
             used.add(os.path.basename(os.path.dirname(artifact)))
         except (OSError, ValueError, KeyError):
@@ -627,6 +628,7 @@ class Fault:
     start: float
     end: float = 0.0
     detail: str = ""
+    targets: list = field(default_factory=list)  # ids of the submissions a killed worker was running
 
 
 class Injector:
@@ -634,6 +636,20 @@ class Injector:
         self.service, self.submitter, self.options = service, submitter, options
         self.faults: list[Fault] = []
         self.web_uploads = 0
+        self.control = None
+
+    def _running_in(self, part: Managed) -> list[str]:
+        """The submissions a worker is running, as it answers Celery's `inspect active` (empty if it does not)."""
+        from celery import Celery
+
+        if self.control is None:
+            self.control = Celery(broker=self.service.env["CELERY_BROKER_URL"])
+        hostname = f"{part.name}@{socket.gethostname()}"
+        try:
+            answer = self.control.control.inspect(destination=[hostname], timeout=3).active() or {}
+        except Exception:  # noqa: BLE001 - the broker may be away; the target is then unknown
+            return []
+        return [str(task["args"][0]) for task in answer.get(hostname, []) if task.get("args")]
 
     def _kill_and_restart(self, part: Managed, extra_groups: list[int]) -> None:
         with part.lock:
@@ -670,9 +686,11 @@ class Injector:
         if kind == "eval-worker":
             part, children = self._busy_worker(self.service.evaluators, 30)
             groups = [] if self.options.eval_kill == "group" else sorted({os.getpgid(c.pid) for c in children if c.is_running()})
+            fault.targets = self._running_in(part)
             fault.start = time.time()
             pid = part.pid
             self._kill_and_restart(part, groups)
+            fault.end = time.time()
             survivors = self._survivors(children)
             fault.detail = (
                 f"{part.name} pid {pid}, {'while running model pid ' + ','.join(str(c.pid) for c in children) if children else 'with no model running'}"
@@ -680,9 +698,11 @@ class Injector:
             )
         elif kind == "latency-worker":
             part, children = self._busy_worker([self.service.latency], 60)
+            fault.targets = self._running_in(part)
             fault.start = time.time()
             pid = part.pid
             self._kill_and_restart(part, [])
+            fault.end = time.time()
             survivors = self._survivors(children)
             fault.detail = (
                 f"latency pid {pid}, {'while timing model pid ' + ','.join(str(c.pid) for c in children) if children else 'with no model running'}"
@@ -719,7 +739,7 @@ class Injector:
             deadline = time.monotonic() + 30
             while len(self.service.web_workers()) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
-        fault.end = time.time()
+        fault.end = fault.end or time.time()
         log(f"fault: {kind} done: {fault.detail}")
         return fault
 
@@ -845,7 +865,30 @@ def run(options) -> None:
         left_orphans = orphans(service)
         orphans_seen.update(p.pid for p in left_orphans)
         leftovers = leftover_folders(service)
-        report(options, submitter, injector, final_rows, ended, began, left_orphans, orphans_seen, leftovers, service)
+        record = {
+            "options": vars(options),
+            "began": began,
+            "ended": ended,
+            "planned": [
+                {"name": p.name, "key": p.key, "mode": p.mode, "model": p.model.filename, "attempts": p.attempts,
+                 "accepted_at": p.accepted_at, "ids": sorted(str(i) for i in p.ids)}
+                for p in submitter.planned
+            ],
+            "faults": [vars(f) for f in injector.faults],
+            "web_uploads": injector.web_uploads,
+            "rows": [
+                {**r, "id": str(r["id"]), **{k: r[k].timestamp() if r[k] else None for k in ("created_at", "started_at", "finished_at")}}
+                for r in final_rows
+            ],
+            "orphans_left": [p.pid for p in left_orphans],
+            "orphans_seen": sorted(orphans_seen),
+            "leftovers": leftovers,
+            "unexpected_exits": service.unexpected_exits,
+        }
+        saved = Path(tempfile.gettempdir()) / f"holdout-soak-{run_tag}.json"
+        saved.write_text(json.dumps(record, indent=1, default=str))
+        report(record)
+        log(f"the run's record is in {saved} (bench/soak.py --report-from {saved} prints the tables again)")
         for process in left_orphans:  # ours, counted: now cleared away
             try:
                 process.kill()
@@ -859,12 +902,16 @@ def run(options) -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def report(options, submitter, injector, rows, ended, began, left_orphans, orphans_seen, leftovers, service) -> None:
+def report(record: dict) -> None:
+    options = SimpleNamespace(**record["options"])
+    planned = [SimpleNamespace(**p) for p in record["planned"]]
+    faults = [Fault(**f) for f in record["faults"]]
+    rows, began, ended = record["rows"], record["began"], record["ended"]
+    left_orphans, orphans_seen, leftovers = record["orphans_left"], record["orphans_seen"], record["leftovers"]
     by_id = {str(r["id"]): r for r in rows}
     by_name: dict[str, list] = {}
     for r in rows:
         by_name.setdefault(r["name"], []).append(r)
-    planned = submitter.planned
     accepted = [p for p in planned if p.accepted_at is not None]
     accepted_ids = {str(i) for p in accepted for i in p.ids}
     stored = [by_id[i] for i in accepted_ids if i in by_id]
@@ -884,13 +931,21 @@ def report(options, submitter, injector, rows, ended, began, left_orphans, orpha
         return next(p.accepted_at for p in accepted if str(row["id"]) in {str(i) for i in p.ids})
 
     def window(row) -> tuple[float, float]:
-        end = row["finished_at"].timestamp() if row["finished_at"] and row["status"] in TERMINAL else ended
+        end = row["finished_at"] if row["finished_at"] and row["status"] in TERMINAL else ended
         return accepted_at(row), end
 
+    names = {str(r["id"]): r["name"] for r in rows}
     affected_by = {
-        str(r["id"]): [f for f in injector.faults if f.start <= window(r)[1] and (f.end or f.start) >= window(r)[0]]
+        str(r["id"]): [f for f in faults if f.start <= window(r)[1] and (f.end or f.start) >= window(r)[0]]
         for r in stored
     }
+
+    def charged_to(row) -> Fault | None:
+        """The kill that interrupted it (it was running in the killed worker), else the first fault it met."""
+        hit = affected_by[str(row["id"])]
+        return next((f for f in hit if str(row["id"]) in f.targets), hit[0] if hit else None)
+
+    charge = {str(r["id"]): charged_to(r) for r in stored}
     unaffected = [window(r)[1] - window(r)[0] for r in succeeded if not affected_by[str(r["id"])]]
     baseline = statistics.median(unaffected) if unaffected else None
 
@@ -901,23 +956,24 @@ def report(options, submitter, injector, rows, ended, began, left_orphans, orpha
         return end - start - baseline
 
     fault_rows = []
-    for fault in injector.faults:
+    for fault in faults:
         hit = [r for r in stored if fault in affected_by[str(r["id"])]]
-        delays = [added(r) for r in hit if added(r) is not None]
+        mine = [r for r in stored if charge[str(r["id"])] is fault]
+        delays = [added(r) for r in mine if added(r) is not None]
         worst = max(delays, default=None)
-        lower_bound = any(r["status"] not in TERMINAL for r in hit)
-        recovered = max((window(r)[1] for r in hit), default=None)
-        fault_rows.append((fault, hit, worst, lower_bound, recovered))
-    worst_delay = max((w for _, _, w, _, _ in fault_rows if w is not None), default=None)
-    worst_is_bound = any(b for _, _, w, b, _ in fault_rows if w is not None and w == worst_delay)
+        lower_bound = any(r["status"] not in TERMINAL for r in mine)
+        recovered = max((window(r)[1] for r in mine), default=None)
+        fault_rows.append((fault, hit, mine, worst, lower_bound, recovered))
+    worst_delay = max((w for *_, w, _, _ in fault_rows if w is not None), default=None)
+    worst_is_bound = any(b for *_, w, b, _ in fault_rows if w is not None and w == worst_delay)
 
     def target(value, ok: bool, goal: str) -> str:
         return f"{value!s:>10}   target {goal:<8} {'' if ok else 'MISSED'}"
 
     minutes = (ended - began) / 60
     print()
-    print(f"Soak: {options.submissions} submissions + {injector.web_uploads} mid-upload, faults {options.faults or 'none'} "
-          f"every {options.fault_interval:g} s; {len(injector.faults)} faults injected; {minutes:.1f} min to the end of the wait")
+    print(f"Soak: {options.submissions} submissions + {record['web_uploads']} mid-upload, faults {options.faults or 'none'} "
+          f"every {options.fault_interval:g} s; {len(faults)} faults injected; {minutes:.1f} min to the end of the wait")
     print(f"  HTTP requests sent {requests_sent}, answered as replays {replays}; "
           f"median time of undisturbed submissions {baseline:.1f} s ({len(unaffected)} of them)" if baseline is not None else
           f"  HTTP requests sent {requests_sent}, answered as replays {replays}; no undisturbed submission to set a baseline")
@@ -941,25 +997,27 @@ def report(options, submitter, injector, rows, ended, began, left_orphans, orpha
               + ", ".join(p.name for p in unaccepted_stored))
     if replay_mismatch:
         print(f"  note: {len(replay_mismatch)} keyed submissions were answered with more than one id")
-    if service.unexpected_exits:
+    if record["unexpected_exits"]:
         print("  processes that exited on their own (restarted by the supervisor): "
-              + ", ".join(f"{name} at +{t - began:.0f} s (status {rc})" for t, name, rc in service.unexpected_exits))
+              + ", ".join(f"{name} at +{t - began:.0f} s (status {rc})" for t, name, rc in record["unexpected_exits"]))
     if leftovers:
         print(f"  leftovers: {', '.join(leftovers[:12])}{' ...' if len(leftovers) > 12 else ''}")
 
     print()
-    print(f"{'at':>7} {'fault':<15} {'hit':>4} {'outcome of the hit':<26} {'added':>8} {'to last end':>11}  detail")
-    for fault, hit, worst, bound, recovered in fault_rows:
+    print(f"{'at':>7} {'fault':<15} {'hit':>4} {'charged':>7} {'outcome of the charged':<24} {'added':>8} {'to last end':>11}  detail")
+    for fault, hit, mine, worst, bound, recovered in fault_rows:
         outcome = ", ".join(
             f"{n} {label}" for label, n in (
-                ("ok", sum(r["status"] == "succeeded" for r in hit)),
-                ("failed", sum(r["status"] == "failed" for r in hit)),
-                ("stuck", sum(r["status"] not in TERMINAL for r in hit)),
+                ("ok", sum(r["status"] == "succeeded" for r in mine)),
+                ("failed", sum(r["status"] == "failed" for r in mine)),
+                ("stuck", sum(r["status"] not in TERMINAL for r in mine)),
             ) if n
         ) or "-"
         added_shown = "-" if worst is None else f"{'>=' if bound else ''}{worst:.0f} s"
         to_end = "-" if recovered is None else f"{'>=' if bound else ''}{recovered - fault.start:.0f} s"
-        print(f"+{fault.start - began:>5.0f}s {fault.kind:<15} {len(hit):>4} {outcome:<26} {added_shown:>8} {to_end:>11}  {fault.detail}")
+        targets = f"; was running {', '.join(names.get(t, t) for t in fault.targets)}" if fault.targets else ""
+        print(f"+{fault.start - began:>5.0f}s {fault.kind:<15} {len(hit):>4} {len(mine):>7} {outcome:<24} {added_shown:>8} "
+              f"{to_end:>11}  {fault.detail}{targets}")
 
     trouble = [*failed_model, *failed_platform, *stuck]
     if trouble:
@@ -967,7 +1025,8 @@ def report(options, submitter, injector, rows, ended, began, left_orphans, orpha
         print("Failed and stuck submissions:")
         for r in sorted(trouble, key=lambda r: r["created_at"]):
             start, end = window(r)
-            kinds = ",".join(f.kind for f in affected_by[str(r["id"])]) or "no fault"
+            fault = charge[str(r["id"])]
+            kinds = f"charged to {fault.kind} at +{fault.start - began:.0f}s" if fault else "no fault"
             state = r["status"] + (f"/{r['fault']}" if r["fault"] else "")
             print(f"  {r['name']:<32} {state:<17} stage {r['stage']:<15} attempts {r['attempts']}/{r['latency_attempts']} "
                   f"{end - start:>6.0f} s  [{kinds}]  {(r['error'] or '')[:240]}")
@@ -991,7 +1050,11 @@ def main() -> None:
     parser.add_argument("--eval-kill", choices=["tree", "group"], default="tree",
                         help="tree: the worker's group and its model processes' groups; group: the worker's group only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data) afterwards")
+    parser.add_argument("--report-from", type=Path, help="print the tables of a saved run's record, run nothing")
     options = parser.parse_args()
+    if options.report_from:
+        report(json.loads(options.report_from.read_text()))
+        return
     options.fault_interval = options.fault_interval or (20 if options.quick else 60)
     options.wait = options.wait or (300 if options.quick else 900)
     options.warmup = options.warmup if options.warmup is not None else (2 if options.quick else 3)
