@@ -12,7 +12,8 @@ token, and then:
 
 - submits `--submissions` models over HTTP (the demo's logistic regression as skops and as ONNX,
   and the majority-class model, all from `train_baselines(quick=True)`), at most `--backlog`
-  unfinished at a time. Every fourth request carries an Idempotency-Key and is sent a second time
+  unfinished at a time (one unfinished for over `--stale` seconds no longer counts, so stuck ones
+  do not stall the soak; and one is sent at least every `--max-gap` seconds). Every fourth request carries an Idempotency-Key and is sent a second time
   right after the first answer; every fourth other one carries a key and is sent twice at once
   (two racing requests). Keyed requests are retried like the `holdout` client does (connection
   errors, timeouts, 502/503/504; 4 retries, backoff 1, 2, 4, 8 s); unkeyed ones are sent once,
@@ -809,8 +810,12 @@ def run(options) -> None:
                     current = own_rows.fetch()
                     if current is not None:
                         state["rows"] = current
-                    accepted = {i for p in submitter.planned for i in p.ids}
-                    running = [r for r in state["rows"] if str(r["id"]) in {str(a) for a in accepted} and r["status"] not in TERMINAL]
+                    # Submissions unfinished for longer than --stale are left out, so stuck ones do not stall the soak.
+                    fresh = {
+                        str(i) for p in submitter.planned for i in p.ids
+                        if p.accepted_at and time.time() - p.accepted_at < options.stale
+                    }
+                    running = [r for r in state["rows"] if str(r["id"]) in fresh and r["status"] not in TERMINAL]
                     if len(running) < options.backlog or time.monotonic() - last > options.max_gap:
                         break
                     time.sleep(1)
@@ -1043,7 +1048,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter intervals and wait, for a smoke run")
     parser.add_argument("--fault-interval", type=float, help="seconds between faults (default 60, quick 20)")
     parser.add_argument("--wait", type=float, help="seconds after the last acceptance before stuck is declared (default 900, quick 300)")
-    parser.add_argument("--backlog", type=int, default=3, help="most unfinished submissions at a time")
+    parser.add_argument("--backlog", type=int, default=3, help="most unfinished submissions at a time (of those under --stale)")
+    parser.add_argument("--stale", type=float, default=120, help="an unfinished submission older than this no longer holds the next one back")
     parser.add_argument("--max-gap", type=float, default=30, help="send the next one after this long even if the backlog is full")
     parser.add_argument("--warmup", type=int, help="submissions finished before the first fault (default 3, quick 2)")
     parser.add_argument("--broker-down", type=float, default=5, help="seconds the broker stays down")
