@@ -333,8 +333,13 @@ class Service:
                     time.sleep(RESTART_DELAY)
                     if self._stop.is_set():
                         return
+                    try:
+                        part.start()
+                    except OSError as error:  # e.g. the interpreter is being reinstalled: try again
+                        log(f"supervisor: could not restart {part.name}: {error}")
+                        self.unexpected_exits.append((time.time(), f"{part.name} (restart failed: {error})", -1))
+                        continue
                     part.expected_exit = False
-                    part.start()
                     log(f"supervisor: restarted {part.name} (pid {part.pid})")
             self._stop.wait(0.3)
 
@@ -400,6 +405,13 @@ def model_children(part: Managed) -> list[psutil.Process]:
         ]
     except (psutil.Error, TypeError):
         return []
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
 
 
 def folders_in_use(service: Service) -> set[str]:
@@ -647,7 +659,7 @@ class Injector:
             self.control = Celery(broker=self.service.env["CELERY_BROKER_URL"])
         hostname = f"{part.name}@{socket.gethostname()}"
         try:
-            answer = self.control.control.inspect(destination=[hostname], timeout=3).active() or {}
+            answer = self.control.control.inspect(destination=[hostname], timeout=3, limit=1).active() or {}
         except Exception:  # noqa: BLE001 - the broker may be away; the target is then unknown
             return []
         return [str(task["args"][0]) for task in answer.get(hostname, []) if task.get("args")]
@@ -678,7 +690,14 @@ class Injector:
 
     def _survivors(self, children: list[psutil.Process]) -> list[int]:
         time.sleep(2)
-        return [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        alive = []
+        for child in children:
+            try:
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(child.pid)
+            except psutil.Error:
+                pass
+        return alive
 
     def inject(self, kind: str) -> Fault:
         fault = Fault(kind, time.time())
@@ -686,8 +705,9 @@ class Injector:
         log(f"fault: {kind}")
         if kind == "eval-worker":
             part, children = self._busy_worker(self.service.evaluators, 30)
-            groups = [] if self.options.eval_kill == "group" else sorted({os.getpgid(c.pid) for c in children if c.is_running()})
             fault.targets = self._running_in(part)
+            children = model_children(part)  # again, just before the kill
+            groups = [] if self.options.eval_kill == "group" else sorted(set(filter(None, map(_group_of, children))))
             fault.start = time.time()
             pid = part.pid
             self._kill_and_restart(part, groups)
