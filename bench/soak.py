@@ -4,8 +4,8 @@ Starts a whole service of its own under one temporary folder, on its own free po
 cluster (initdb/pg_ctl from /usr/lib/postgresql/*/bin, run as the `postgres` OS user, data dir in
 the folder), a Redis broker (AOF on, data dir in the folder), gunicorn with 2 workers, two
 evaluation workers (`celery -Q evaluate --concurrency 1` each), a latency worker (`-Q latency
---concurrency 1`) and `celery beat` for the periodic sweep (a separate process, as the README's
-production section runs it; it is never killed). The service's TMPDIR is a folder of the soak's
+--concurrency 1`) and the sweep worker (`-B -Q sweep --pool solo`, the periodic sweep on a queue
+of its own, as scripts/run.sh starts it; it is never killed). The service's TMPDIR is a folder of the soak's
 own, so the leftover count sees only this service's temporary folders. It seeds the Adult demo
 (`seed_demo --benchmarks adult --quick`), waits for the five baselines, makes a staff user and a
 token, and then:
@@ -270,7 +270,9 @@ class Service:
         )
         self.beat = Managed(
             "beat",
-            [*celery, "beat", "--schedule", str(self.var / "celerybeat-schedule"), "--loglevel", "INFO"],
+            # The sweep's own worker with the scheduler embedded, as scripts/run.sh starts it.
+            [*celery, "worker", "-B", "-Q", "sweep", "--pool", "solo", "--hostname", "sweep@%h",
+             "--schedule", str(self.var / "celerybeat-schedule"), "--loglevel", "INFO"],
             self.env, self.logs / "beat.log",
         )
         self.unexpected_exits: list[tuple[float, str, int]] = []
