@@ -4,6 +4,7 @@ The API, the web forms, the admin and the management commands all call them, so 
 enforced in one place.
 """
 
+import functools
 import hashlib
 import logging
 import math
@@ -20,7 +21,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -34,6 +35,9 @@ from leaderboard.selectors import QuotaUsage, submission_quota_usage
 from leaderboard.tables import table_read, table_to_parquet
 
 log = logging.getLogger(__name__)
+# A message not taken this long after it was sent, from a queue the broker says is empty, was lost:
+# more than a sweep interval, so a message in a worker's hands has been claimed by then.
+LOST_MESSAGE_SECONDS = 45
 
 EVALUATE_TASK = "holdout.evaluate_submission"
 LATENCY_TASK = "holdout.measure_latency"
@@ -759,23 +763,34 @@ def submissions_sweep() -> dict:
     expired = Submission.objects.filter(status__in=unfinished, deadline_at__lt=now)
     # Claimed ones are few (one per worker process); each holder is checked below.
     held = Submission.objects.filter(status=Submission.Status.RUNNING).exclude(holder="")
-    candidates = set(expired.values_list("pk", flat=True)) | set(held.values_list("pk", flat=True))
+    # Waiting long enough that its message should have been taken: the broker says if it is there.
+    waiting = Submission.objects.filter(
+        Q(status=Submission.Status.QUEUED) | Q(stage=Submission.LATENCY_QUEUED),
+        sent_at__lt=now - timedelta(seconds=LOST_MESSAGE_SECONDS),
+    )
+    candidates = (
+        set(expired.values_list("pk", flat=True))
+        | set(held.values_list("pk", flat=True))
+        | set(waiting.values_list("pk", flat=True))
+    )
+    queue_empty = functools.cache(broker_queue_empty)  # one question per queue and sweep
     for pk in candidates:
         with transaction.atomic():
             submission = Submission.objects.select_for_update().select_related("benchmark").get(pk=pk)
-            outcome = _sweep_one(submission, now)
+            outcome = _sweep_one(submission, now, queue_empty=queue_empty)
             if outcome:
                 counts[outcome] += 1
     return counts
 
 
-def _sweep_one(submission: Submission, now) -> str | None:
+def _sweep_one(submission: Submission, now, *, queue_empty=None) -> str | None:
     """'requeued', 'failed', or None when the submission is fine where it is (its row is locked)."""
     if submission.is_finished or submission.deadline_at is None:
         return None
     waiting_for_message = submission.status == Submission.Status.QUEUED or submission.stage == Submission.LATENCY_QUEUED
+    lost = waiting_for_message and _message_lost(submission, now, queue_empty or broker_queue_empty)
     if waiting_for_message:
-        if submission.deadline_at >= now:
+        if submission.deadline_at >= now and not lost:
             return None
     elif _held_by_live_worker(submission, now):
         return None
@@ -789,7 +804,7 @@ def _sweep_one(submission: Submission, now) -> str | None:
             fault="platform",
         )
         return "failed"
-    if waiting_for_message and _message_waiting(submission, now):
+    if waiting_for_message and not lost and _message_waiting(submission, now):
         log.info("submission %s is still waiting in the %s queue; not sent again", submission.pk, submission.sent_queue)
         return None
     attempts = submission.latency_attempts if submission.in_latency_phase else submission.attempts
@@ -802,6 +817,37 @@ def _sweep_one(submission: Submission, now) -> str | None:
         )
     _resend_locked(submission, now)
     return "requeued"
+
+
+def _message_lost(submission: Submission, now, queue_empty) -> bool:
+    """Whether the broker lost the message a submission waits for: it was sent a while ago, no
+    worker claimed it, and its queue holds nothing (a broker restarted without it, a send that
+    failed while the broker was down). A worker holds at most the one message it runs (prefetch
+    1, acknowledged late), which it claims at once, so an empty queue means nothing is coming."""
+    if submission.sent_at is None or now - submission.sent_at < timedelta(seconds=LOST_MESSAGE_SECONDS):
+        return False
+    if submission.claimed_at is not None and submission.claimed_at >= submission.sent_at:
+        return False
+    return queue_empty(submission.sent_queue or "evaluate") is True
+
+
+def broker_queue_empty(queue: str) -> bool | None:
+    """Whether the broker's queue holds no message, or None when the broker cannot say (it is down)."""
+    from amqp.exceptions import ChannelError
+
+    try:
+        with current_app.connection_for_read() as connection:
+            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count == 0
+    except ChannelError as error:
+        # Redis keeps no empty list, so an empty queue is "not found" (kombu's virtual transports
+        # raise the bare ChannelError); on RabbitMQ a queue nobody declared holds no message either.
+        if getattr(error, "reply_code", None) == 404 or "NOT_FOUND" in str(error):
+            return True
+        log.warning("could not ask the broker how many messages the %s queue holds", queue, exc_info=True)
+        return None
+    except Exception:  # noqa: BLE001 - a broker that cannot answer leaves the deadline rule in charge
+        log.warning("could not ask the broker how many messages the %s queue holds", queue, exc_info=True)
+        return None
 
 
 def _message_waiting(submission: Submission, now) -> bool:

@@ -75,3 +75,37 @@ def test_the_sweep_leaves_submissions_within_their_deadline_alone(submission):
 
 def test_the_sweep_runs_periodically(settings):
     assert settings.CELERY_BEAT_SCHEDULE["sweep-stuck-submissions"]["task"] == "holdout.sweep_stuck_submissions"
+
+
+def _declared_queue(name: str, *, messages: int = 0) -> None:
+    """The queue declared on the run's own broker, holding `messages` messages that are not ours."""
+    from celery import current_app
+
+    with current_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        channel.queue_declare(queue=name)
+        channel.queue_purge(name)
+        for _ in range(messages):
+            producer = connection.Producer(channel)
+            producer.publish({"other": "work"}, routing_key=name)
+
+
+def test_a_message_the_broker_lost_is_sent_again_within_a_minute_not_a_time_limit(
+    submission, broker, django_capture_on_commit_callbacks
+):
+    """A queued submission whose queue the broker says is empty (a broker restarted without its message)."""
+    _declared_queue("evaluate")
+    Submission.objects.filter(pk=submission.pk).update(sent_queue="evaluate", sent_at=past(30))
+    assert submissions_sweep() == {"requeued": 0, "failed": 0}, "too recent to call lost"
+    Submission.objects.filter(pk=submission.pk).update(sent_at=past(60))
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert submissions_sweep() == {"requeued": 1, "failed": 0}
+    assert len(callbacks) == 1
+    resent = Submission.objects.get(pk=submission.pk)
+    assert resent.status == "queued" and resent.sent_at > past(5)
+
+
+def test_a_message_still_in_its_queue_is_not_sent_again(submission, broker):
+    _declared_queue("evaluate", messages=2)
+    Submission.objects.filter(pk=submission.pk).update(sent_queue="evaluate", sent_at=past(60))
+    assert submissions_sweep() == {"requeued": 0, "failed": 0}
