@@ -36,8 +36,8 @@ from leaderboard.tables import table_read, table_to_parquet
 
 log = logging.getLogger(__name__)
 # A message not taken this long after it was sent, from a queue the broker says is empty, was lost:
-# more than a sweep interval, so a message in a worker's hands has been claimed by then.
-LOST_MESSAGE_SECONDS = 45
+# a worker claims a message it takes at once, and with the 30 s sweep a lost one is sent again within a minute.
+LOST_MESSAGE_SECONDS = 30
 
 EVALUATE_TASK = "holdout.evaluate_submission"
 LATENCY_TASK = "holdout.measure_latency"

@@ -494,7 +494,10 @@ def test_a_busy_process_sharing_the_pinned_cpu_is_left_out_of_the_times(affinity
         busy.wait()
     # The competitor's time slices land in the calls' wall time, and the on-core times leave them out.
     assert loaded["share_of_wall"] > 0.2 and loaded["calls"] > loaded["of_calls"] / 2
-    assert np.median(loaded_on_core) < 1.3 * np.median(quiet_on_core)
+    # Sharing a CPU also costs caches, so the work itself runs somewhat slower; the competitor's
+    # slices (about half the wall time) are what must be left out.
+    assert np.median(loaded_on_core) < 0.75 * np.median(loaded_walls)
+    assert np.median(loaded_on_core) < 1.6 * np.median(quiet_on_core)
     assert (loaded_on_core <= loaded_walls).all() and (quiet_on_core <= quiet_walls).all()
 
 
