@@ -24,6 +24,11 @@ from leaderboard.services import MAX_NAME_LENGTH
 MAX_DESCRIPTION_LENGTH = 5000
 
 
+def interval_field(help_text: str, child=serializers.FloatField) -> serializers.ListField:
+    """A [low, high] pair, null when there is none."""
+    return serializers.ListField(child=child(), min_length=2, max_length=2, allow_null=True, help_text=help_text)
+
+
 def _absolute(request, path: str) -> str:
     return request.build_absolute_uri(path) if request else path
 
@@ -185,19 +190,14 @@ class StandingSerializer(serializers.Serializer):
         help_text="1 + how many ranked submissions are significantly better (paired bootstrap); null when it is "
         "not ranked, see unscored.",
     )
-    rank_interval = serializers.ListField(
-        child=serializers.IntegerField(),
-        min_length=2,
-        max_length=2,
-        allow_null=True,
-        help_text="[rank, ranked_count - how many are significantly worse]: the places it could hold.",
+    rank_interval = interval_field(
+        "[rank, ranked_count - how many are significantly worse]: the places it could hold.",
+        child=serializers.IntegerField,
     )
     tied = serializers.BooleanField(help_text="The submission listed just before or after it has the same rank.")
     ranked_count = serializers.IntegerField()
     score = serializers.FloatField(allow_null=True)
-    score_interval = serializers.ListField(
-        child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True, help_text="95% interval."
-    )
+    score_interval = interval_field("95% interval.")
     unscored = serializers.CharField(allow_null=True, help_text="Why it has no rank, if it has none.")
     objective_ranks = serializers.DictField(child=ObjectiveRankSerializer(), help_text="{objective: {rank, of}}")
 
@@ -293,12 +293,8 @@ class GateVerdictSerializer(serializers.Serializer):
     key = serializers.CharField()
     passed = serializers.BooleanField()
     value = serializers.FloatField(allow_null=True, help_text="The submission's value; null when not measured.")
-    interval = serializers.ListField(
-        child=serializers.FloatField(),
-        min_length=2,
-        max_length=2,
-        allow_null=True,
-        help_text="95% interval: of the value (threshold) or of the paired difference (regression); null if exact.",
+    interval = interval_field(
+        "95% interval: of the value (threshold) or of the paired difference (regression); null if exact.",
     )
     limit = serializers.FloatField(help_text="The threshold, or the allowed regression.")
     within_noise = serializers.BooleanField(
@@ -356,12 +352,8 @@ class ObjectiveDifferenceSerializer(serializers.Serializer):
         allow_null=True,
         help_text="value - reference_value in the objective's direction: positive when the submission is better.",
     )
-    interval = serializers.ListField(
-        child=serializers.FloatField(),
-        min_length=2,
-        max_length=2,
-        allow_null=True,
-        help_text="95% percentile interval of the paired difference over the resamples where both are defined; "
+    interval = interval_field(
+        "95% percentile interval of the paired difference over the resamples where both are defined; "
         "null for an exact objective or when the noise is unknown (see note).",
     )
     significant = serializers.BooleanField(

@@ -273,10 +273,35 @@ def p99_variation(rounds) -> None:
         print(f"  {fmt:<6} " + "   ".join(cells))
 
 
+def dump_latency_reports(env: dict, rounds, path: Path) -> None:
+    """{round: {format: [latency report document, ...]}}, to study what moves between sessions."""
+    code = (
+        "import json, sys\n"
+        "from leaderboard.models import Report\n"
+        "ids = json.loads(sys.stdin.read())\n"
+        "documents = {str(r.submission_id): r.document for r in Report.objects.filter(submission_id__in=ids, evaluator='latency')}\n"
+        "print(json.dumps(documents))"
+    )
+    ids = [copy["id"] for results in rounds.values() for copies in results.values() for copy in copies]
+    documents = json.loads(
+        subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", code], cwd=PROJECT, env=env, check=True, capture_output=True,
+            text=True, input=json.dumps(ids),
+        ).stdout.strip().splitlines()[-1]
+    )
+    dumped = {
+        label: {fmt: [documents.get(copy["id"]) for copy in copies] for fmt, copies in results.items()}
+        for label, results in rounds.items()
+    }
+    path.write_text(json.dumps(dumped))
+    print(f"\nlatency report documents written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=5)
     parser.add_argument("--rounds", default="quiet,loaded", help="quiet, loaded or both (comma-separated)")
+    parser.add_argument("--dump", type=Path, help="write every copy's latency report document here (JSON)")
     options = parser.parse_args()
     sys.path.insert(0, str(PROJECT))
     from leaderboard.demo.baselines import train_baselines
@@ -314,6 +339,8 @@ def main() -> None:
             report_errors(rounds)
             p99_variation(rounds)
             tie_table(env, port, rounds)
+            if options.dump:
+                dump_latency_reports(env, rounds, options.dump)
         finally:
             stop(processes)
 

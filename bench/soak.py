@@ -701,36 +701,31 @@ class Injector:
                 pass
         return alive
 
+    def _kill_worker(self, fault: Fault, workers, busy_wait: int, *, verb: str, group_kill: bool) -> None:
+        """SIGKILL a worker while it holds a model (waiting up to busy_wait s for one to be), and record
+        which model processes outlived it; group_kill also kills the models' own process groups."""
+        part, _ = self._busy_worker(workers, busy_wait)
+        fault.targets = self._running_in(part)
+        children = model_children(part)  # again, just before the kill
+        groups = sorted(set(filter(None, map(_group_of, children)))) if group_kill else []
+        fault.start = time.time()
+        pid = part.pid
+        self._kill_and_restart(part, groups)
+        fault.end = time.time()
+        survivors = self._survivors(children)
+        models = f"while {verb} model pid {','.join(str(c.pid) for c in children)}" if children else "with no model running"
+        fault.detail = f"{part.name} pid {pid}, {models}" + (
+            f"; model processes surviving their worker: {survivors}" if survivors else ""
+        )
+
     def inject(self, kind: str) -> Fault:
         fault = Fault(kind, time.time())
         self.faults.append(fault)
         log(f"fault: {kind}")
         if kind == "eval-worker":
-            part, children = self._busy_worker(self.service.evaluators, 30)
-            fault.targets = self._running_in(part)
-            children = model_children(part)  # again, just before the kill
-            groups = [] if self.options.eval_kill == "group" else sorted(set(filter(None, map(_group_of, children))))
-            fault.start = time.time()
-            pid = part.pid
-            self._kill_and_restart(part, groups)
-            fault.end = time.time()
-            survivors = self._survivors(children)
-            fault.detail = (
-                f"{part.name} pid {pid}, {'while running model pid ' + ','.join(str(c.pid) for c in children) if children else 'with no model running'}"
-                + (f"; model processes surviving: {survivors}" if survivors else "")
-            )
+            self._kill_worker(fault, self.service.evaluators, 30, verb="running", group_kill=self.options.eval_kill != "group")
         elif kind == "latency-worker":
-            part, children = self._busy_worker([self.service.latency], 60)
-            fault.targets = self._running_in(part)
-            fault.start = time.time()
-            pid = part.pid
-            self._kill_and_restart(part, [])
-            fault.end = time.time()
-            survivors = self._survivors(children)
-            fault.detail = (
-                f"latency pid {pid}, {'while timing model pid ' + ','.join(str(c.pid) for c in children) if children else 'with no model running'}"
-                + (f"; model processes surviving their worker: {survivors}" if children else "")
-            )
+            self._kill_worker(fault, [self.service.latency], 60, verb="timing", group_kill=False)
         elif kind == "broker":
             redis = self.service.redis
             with redis.lock:

@@ -22,6 +22,8 @@ import skops.io
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import uses_external_data
 
+from .protobuf_scan import Malformed, TooComplex, message_count
+
 ACCEPTED_EXTENSIONS = {".onnx": "onnx", ".skops": "skops"}
 PICKLE_EXTENSIONS = frozenset({".pkl", ".pickle", ".joblib", ".sav"})
 STANDARD_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
@@ -33,6 +35,11 @@ STANDARD_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 # MAX_UNPACKED_BYTES, whatever the upload.
 MAX_UNPACKED_RATIO = 200
 MAX_UNPACKED_BYTES = 1 << 30
+# schema.json is the one member read whole and parsed (skops audits it; the arrays it names are not
+# loaded), and JSON parses into up to ~20 times its text in objects. An honest schema takes about
+# 21 kB per tree of a forest, a quarter of a skops file: 10.6 MB for 500 deep trees in a 44 MB file,
+# so this admits every honest model within the default 100 MB upload limit.
+MAX_SCHEMA_BYTES = 32_000_000
 # Members are decompressed this much at a time while they are measured, so measuring a member
 # costs this much memory however large it unpacks.
 _UNPACK_CHUNK = 1 << 20
@@ -57,6 +64,14 @@ _COMPRESSIONS = (
     (b"\x5d\x00\x00", "lzma", lzma.LZMADecompressor),
 )
 _SNIFF_BYTES = 256
+# Parsing an ONNX file builds an object per protobuf message, about 150 bytes each however few bytes
+# the message took in the file (an empty node takes two), and onnx.checker builds them again: so the
+# messages are counted before anything parses them. At the cap, parsing and checking add about 175 MB.
+# The largest honest graphs (a transformer's tens of thousands of nodes and their attributes, a
+# forest of a million tree nodes, whose numbers are fields, not messages) stay far below this.
+MAX_ONNX_MESSAGES = 500_000
+# And the fields the count steps over one at a time (names, lone numbers), which bound its time.
+MAX_ONNX_FIELDS = 2_000_000
 
 
 class ArtifactRejected(ValueError):
@@ -169,6 +184,16 @@ def _is_pickle(head: bytes) -> bool:
 
 def _check_onnx(data: bytes, filename: str) -> None:
     try:
+        message_count(data, onnx.ModelProto.DESCRIPTOR, max_messages=MAX_ONNX_MESSAGES, max_fields=MAX_ONNX_FIELDS)
+    except Malformed as error:
+        _reject_onnx(filename, f"it cannot be parsed as an ONNX model ({error})")
+    except TooComplex as error:
+        _reject_onnx(
+            filename,
+            f"its protobuf holds {error}, far more than a real model's graph has and more than Holdout will "
+            "parse (parsing builds an object for every one)",
+        )
+    try:
         model = onnx.load_model_from_string(data)
     except DecodeError:
         _reject_onnx(filename, "it cannot be parsed as an ONNX model")
@@ -247,6 +272,13 @@ def _check_skops(data: bytes, filename: str, *, max_unpacked_bytes: int, trusted
             if "schema.json" not in {member.filename for member in members}:
                 _reject_skops(filename, "it has no schema.json")
             _check_unpacked_size(archive, members, filename, packed=len(data), cap=max_unpacked_bytes)
+            schema = archive.getinfo("schema.json")
+            if schema.file_size > MAX_SCHEMA_BYTES:
+                _reject_skops(
+                    filename,
+                    f"its schema.json is {_size_text(schema.file_size)}, more than the {_size_text(MAX_SCHEMA_BYTES)} "
+                    "Holdout reads (a 500-tree forest's is about 11 MB)",
+                )
             _check_schema(archive.read("schema.json"), filename)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         _reject_skops(filename, f"it is not a readable zip archive ({_shorten(str(error))})")

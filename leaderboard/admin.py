@@ -1,9 +1,12 @@
+from django import forms
 from django.contrib import admin, messages
+from django.forms.fields import InvalidJSONInput
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from leaderboard.errors import Rejected
 from leaderboard.forms import BenchmarkForm
+from leaderboard.metadata import metadata_check, metadata_parse
 from leaderboard.models import ApiToken, Benchmark, Report, Submission
 from leaderboard.services import api_token_revoke, benchmark_create
 
@@ -53,8 +56,39 @@ class ReportInline(admin.TabularInline):
     can_delete = False
 
 
+class MetadataField(forms.JSONField):
+    """The admin's metadata box, held to the limits the API and the form apply (leaderboard.metadata):
+    staff can mend a submission's metadata but not store what a page or the database would choke on."""
+
+    def to_python(self, value):
+        try:
+            if isinstance(value, str):
+                return metadata_parse(value)
+            return metadata_check(value if value is not None else {})
+        except Rejected as rejection:
+            raise forms.ValidationError(rejection.message) from None
+
+    def bound_data(self, data, initial):
+        # Django's own re-reads the text with json.loads to show it again, which recursion can break.
+        if self.disabled or data is None:
+            return initial if self.disabled else None
+        try:
+            return metadata_parse(data)
+        except Rejected:
+            return InvalidJSONInput(data)
+
+
+class SubmissionAdminForm(forms.ModelForm):
+    metadata = MetadataField(required=False)
+
+    class Meta:
+        model = Submission
+        fields = "__all__"
+
+
 @admin.register(Submission)
 class SubmissionAdmin(admin.ModelAdmin):
+    form = SubmissionAdminForm
     list_display = ("name", "benchmark", "owner", "status", "stage", "attempts", "created_at")
     list_filter = ("status", "benchmark", "is_baseline")
     search_fields = ("name", "id", "artifact_sha256")
@@ -62,6 +96,8 @@ class SubmissionAdmin(admin.ModelAdmin):
         "id", "benchmark", "owner", "artifact", "artifact_sha256", "artifact_bytes", "artifact_format",
         "idempotency_key", "status", "stage", "progress", "error", "fault", "attempts", "created_at",
         "started_at", "finished_at", "deadline_at", "metrics", "intervals",
+        # The scheduling state is the workers' and the sweep's: an edit here could hold or repeat an evaluation.
+        "latency_attempts", "holder", "heartbeat_at", "sent_queue", "sent_at", "claimed_at", "resample_keys",
     )
     inlines = [ReportInline]
 

@@ -104,28 +104,39 @@ def benchmark_objectives(benchmark: Benchmark) -> list[Objective]:
     return [objective for objective in OBJECTIVES_IN_ORDER if objective.key in benchmark.objectives]
 
 
-def weights_parse(text: str, benchmark: Benchmark) -> dict[str, float]:
-    """`accuracy:4,latency_p99_ms:1` -> weights over the benchmark's objectives; unnamed ones get 0."""
+def objective_amounts_parse(
+    text: str, benchmark: Benchmark, *, field: str, separator: str, amount: str, placeholder: str, example: str
+) -> list[tuple[str, float]]:
+    """`key<separator>number, ...` over the benchmark's objectives, each number finite and at least 0:
+    the shape of both the board's weights and a gate's allowed regressions, refused in one wording."""
     keys = [objective.key for objective in benchmark_objectives(benchmark)]
-    weights = dict.fromkeys(keys, 0.0)
+    amounts = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        key, separator, number = item.partition(":")
-        key = key.strip()
-        if not separator:
-            raise Rejected(f"weight '{item}' needs the form key:number, e.g. accuracy:2.", field="weights")
-        if key not in weights:
+        key, found, number = (part.strip() for part in item.partition(separator))
+        if not found:
+            raise Rejected(f"{field} '{item}' needs the form key{separator}{placeholder}, e.g. {example}.", field=field)
+        if key not in keys:
             raise Rejected(
-                f"unknown objective '{key}' in weights; this benchmark has: {', '.join(keys)}.", field="weights"
+                f"unknown objective '{key}' in {field}; this benchmark has: {', '.join(keys)}.", field=field
             )
         try:
             value = float(number)
         except ValueError:
-            raise Rejected(f"weight of '{key}' is '{number.strip()}', not a number.", field="weights") from None
+            raise Rejected(f"{amount} of '{key}' is '{number}', not a number.", field=field) from None
         if not math.isfinite(value) or value < 0:
-            raise Rejected(
-                f"weight of '{key}' must be a finite non-negative number, not {number.strip()}.", field="weights"
-            )
-        weights[key] = value
+            raise Rejected(f"{amount} of '{key}' must be a finite non-negative number, not {number}.", field=field)
+        amounts.append((key, value))
+    return amounts
+
+
+def weights_parse(text: str, benchmark: Benchmark) -> dict[str, float]:
+    """`accuracy:4,latency_p99_ms:1` -> weights over the benchmark's objectives; unnamed ones get 0."""
+    weights = dict.fromkeys((objective.key for objective in benchmark_objectives(benchmark)), 0.0)
+    weights.update(
+        objective_amounts_parse(
+            text, benchmark, field="weights", separator=":", amount="weight", placeholder="number", example="accuracy:2"
+        )
+    )
     if not any(weights.values()):
         raise Rejected("at least one weight must be above zero.", field="weights")
     return weights

@@ -10,10 +10,9 @@ never within noise. The API computes every verdict here; the CLI prints the API'
 pipeline using curl and one using the CLI are told the same.
 """
 
-import math
 from dataclasses import dataclass
 
-from leaderboard.boards import benchmark_objectives
+from leaderboard.boards import benchmark_objectives, objective_amounts_parse
 from leaderboard.comparisons import Comparison
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Submission
@@ -72,29 +71,13 @@ def gates_parse(text: str, benchmark: Benchmark) -> list[Constraint]:
 
 def regressions_parse(text: str, benchmark: Benchmark) -> list[Regression]:
     """`accuracy=0.01,latency_p99_ms=1` -> the regressions allowed on the benchmark's objectives."""
-    keys = [objective.key for objective in benchmark_objectives(benchmark)]
-    regressions = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, separator, number = (part.strip() for part in item.partition("="))
-        if not separator:
-            raise Rejected(
-                f"max_regression '{item}' needs the form key=delta, e.g. accuracy=0.01.", field="max_regression"
-            )
-        if key not in keys:
-            raise Rejected(
-                f"unknown objective '{key}' in max_regression; this benchmark has: {', '.join(keys)}.",
-                field="max_regression",
-            )
-        try:
-            delta = float(number)
-        except ValueError:
-            raise Rejected(f"max_regression of '{key}' is '{number}', not a number.", field="max_regression") from None
-        if not math.isfinite(delta) or delta < 0:
-            raise Rejected(
-                f"max_regression of '{key}' must be a finite number of at least 0, not {number}.",
-                field="max_regression",
-            )
-        regressions.append(Regression(key, delta))
+    regressions = [
+        Regression(key, delta)
+        for key, delta in objective_amounts_parse(
+            text, benchmark, field="max_regression", separator="=", amount="delta", placeholder="delta",
+            example="accuracy=0.01",
+        )
+    ]
     if not regressions:
         raise Rejected("no regression given; send e.g. max_regression=accuracy=0.01.", field="max_regression")
     return regressions

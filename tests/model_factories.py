@@ -55,11 +55,11 @@ def logistic_pipeline(features: pd.DataFrame, labels: np.ndarray):
     return make_pipeline(encode, LogisticRegression()).fit(features, labels)
 
 
-def random_forest(features: pd.DataFrame, labels: np.ndarray):
+def random_forest(features: pd.DataFrame, labels: np.ndarray, *, trees: int = 10, max_depth: int | None = 6):
     encode = ColumnTransformer(
         [("text", OneHotEncoder(handle_unknown="ignore"), TEXT)], remainder="passthrough"
     )
-    forest = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=0)
+    forest = RandomForestClassifier(n_estimators=trees, max_depth=max_depth, random_state=0)
     return make_pipeline(encode, forest).fit(features, labels)
 
 

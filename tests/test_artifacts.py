@@ -13,8 +13,8 @@ from tests import model_factories as factories
 MAX_BYTES = 10_000_000
 
 
-def inspect(data: bytes, filename: str, *, trusted=factories.DEFAULT_TRUSTED, max_bytes=MAX_BYTES):
-    return inspect_artifact(data, filename=filename, max_bytes=max_bytes, skops_trusted=trusted)
+def inspect(data: bytes, filename: str, *, trusted=factories.DEFAULT_TRUSTED, max_bytes=MAX_BYTES, **options):
+    return inspect_artifact(data, filename=filename, max_bytes=max_bytes, skops_trusted=trusted, **options)
 
 
 def refusal(data: bytes, filename: str, **options) -> str:

@@ -95,6 +95,27 @@ def test_the_web_form_refuses_the_same_metadata_with_the_same_message(
     assert not Submission.objects.exists()
 
 
+@pytest.mark.parametrize(("metadata", "message"), BAD_METADATA[:10] + BAD_METADATA[-4:])
+def test_the_admin_holds_edited_metadata_to_the_same_limits(
+    client, user, api_client, adult_benchmark, onnx, metadata, message
+):
+    created = post(api_client, adult_benchmark, artifact=upload(onnx), metadata='{"git_sha": "abc"}').json()
+    user.is_staff = user.is_superuser = True
+    user.save()
+    client.force_login(user)
+    address = f"/admin/leaderboard/submission/{created['id']}/change/"
+    form = client.get(address).context["adminform"].form
+    fields = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    fields.update({"reports-TOTAL_FORMS": "0", "reports-INITIAL_FORMS": "0"})  # the reports inline, empty
+    response = client.post(address, {**fields, "metadata": metadata})
+    assert response.status_code == 200, "the change page is shown again with the error, not saved"
+    assert message in response.context["adminform"].form.errors["metadata"][0]
+    assert Submission.objects.get(pk=created["id"]).metadata == {"git_sha": "abc"}
+    response = client.post(address, {**fields, "metadata": '{"git_sha": "def"}'})
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
+    assert Submission.objects.get(pk=created["id"]).metadata == {"git_sha": "def"}
+
+
 def test_metadata_at_the_limits_is_accepted_and_kept_as_sent(api_client, adult_benchmark, onnx):
     nested = {"a": {"b": {"c": {"d": {"e": {"f": [1.5, None, True, "é"]}}}}}}  # the 8th level is the list
     metadata = {"training_cutoff": "2023-12-31", "nested": nested, **{f"k{i}": i for i in range(192)}}  # 200 keys

@@ -193,7 +193,7 @@ def test_comparing_across_benchmarks_or_with_an_unknown_submission_is_refused_in
         missing = api_client.get(url)
         assert missing.status_code == 404 and missing.json() == {"detail": f"There is no submission {unknown}."}
 
-    for allowed, words in (("accuracy", "needs the form key=delta"), ("accuracy=-1", "at least 0"), ("nope=1", "nope")):
+    for allowed, words in (("accuracy", "needs the form key=delta"), ("accuracy=-1", "finite non-negative"), ("nope=1", "nope")):
         refused = api_client.get(f"/api/v1/submissions/{a.pk}/compare/{a.pk}/", {"max_regression": allowed})
         assert refused.status_code == 400 and words in refused.json()["max_regression"][0]
 
