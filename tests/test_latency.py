@@ -97,17 +97,26 @@ def onnx_probe(artifacts, census):
     return result
 
 
-def outcome_with(probe_result, single_ns=None, blocks: int | None = None) -> ProbeOutcome:
-    """The probe's outcome with its single-row calls replaced by `single_ns`, split into equal blocks."""
+def outcome_with(probe_result, single_ns=None, blocks: int | None = None, calibration_ms=None) -> ProbeOutcome:
+    """The probe's outcome with its single-row calls replaced by `single_ns`, split into equal blocks,
+    and every block's calibration `calibration_ms` (by default the session's median: the machine at
+    one speed, so the figures are the calls as recorded)."""
     arrays = dict(probe_result.arrays)
+    document = probe_result.document
     if single_ns is not None:
         blocks = blocks or len(arrays["batch_calls"])
         single_ns = np.asarray(single_ns, dtype=np.int64)
         arrays["single_ns"] = single_ns
         arrays["single_block"] = np.repeat(np.arange(blocks), len(single_ns) // blocks)
-        for key in ("batch_calls", "batch_wall_ns", "batch_cpu_ns"):
+        for key in ("batch_calls", "batch_wall_ns", "batch_cpu_ns", "batch_core_ns"):
             arrays[key] = np.resize(arrays[key], (blocks, arrays[key].shape[1]))
-    return ProbeOutcome(document=probe_result.document, arrays=arrays, error=None, seconds=1.0)
+    blocks = len(arrays["batch_calls"])
+    calibration_ms = np.broadcast_to(
+        document["calibration"]["median_ms"] if calibration_ms is None else calibration_ms, (blocks,)
+    )
+    arrays["calibration_ns"] = np.asarray(calibration_ms) * 1e6
+    document = {**document, "calibration": {**document["calibration"], "median_ms": float(np.median(calibration_ms))}}
+    return ProbeOutcome(document=document, arrays=arrays, error=None, seconds=1.0)
 
 
 def known_calls(n: int = 5000, seed: int = 0) -> np.ndarray:
@@ -200,14 +209,45 @@ def test_a_histogram_of_identical_calls_puts_them_all_in_one_bin(onnx_probe):
 
 def test_throughput_is_the_most_rows_per_second_over_the_batch_sizes(onnx_probe):
     result = evaluate_latency(onnx_probe)
-    batches = onnx_probe.document["batches"]
+    batches = result.document["throughput"]
     assert result.metrics["throughput_rows_per_s"] == max(batch["rows_per_s"] for batch in batches)
-    assert result.document["throughput"] == batches
     assert [batch["batch_size"] for batch in batches] == [1, 4]
     arrays = onnx_probe.arrays
     for column, batch in enumerate(batches):
-        assert batch["calls"] == arrays["batch_calls"][:, column].sum()
+        assert batch["calls"] == arrays["batch_calls"][:, column].sum() and batch["rows"] == batch["calls"] * batch["batch_size"]
         assert batch["wall_seconds"] == arrays["batch_wall_ns"][:, column].sum() / 1e9
+        assert batch["on_core_seconds"] == pytest.approx(arrays["batch_core_ns"][:, column].sum() / 1e9)
+        assert batch["on_core_seconds"] <= batch["wall_seconds"] * (1 + 1e-12)
+        assert batch["rows_per_s"] == pytest.approx(batch["rows"] / batch["on_core_seconds"])
+        assert batch["cpu_seconds_per_row"] == pytest.approx(batch["cpu_seconds"] / batch["rows"])
+
+
+def test_a_block_timed_while_the_machine_ran_at_half_speed_is_stated_at_its_usual_speed(onnx_probe):
+    calls = known_calls(n=4000)
+    steady = evaluate_latency(onnx_probe, calls)
+    slowed = calls.copy()
+    slowed[:1000] *= 2  # the first of four blocks: every call, and the calibration, took twice as long
+    data = evaluation_input(probes={"latency": outcome_with(onnx_probe, slowed, calibration_ms=[4.0, 2.0, 2.0, 2.0])})
+    calibrated = LatencyEvaluator().evaluate(data)
+    speed = calibrated.document["speed_calibration"]
+    assert speed["reference_ms"] == 2.0 and speed["block_factors"] == [0.5, 1.0, 1.0, 1.0]
+    for key in ("latency_p50_ms", "latency_p99_ms"):
+        assert calibrated.metrics[key] == pytest.approx(steady.metrics[key], rel=1e-9)
+    assert speed["measured_percentiles_ms"]["p99"] == pytest.approx(np.percentile(slowed / 1e6, 99))
+
+
+def test_the_reference_speed_is_the_machines_recent_median_once_there_are_enough_sessions():
+    from evaluators.latency import MIN_SESSIONS, speed_calibration, speed_reference
+
+    assert speed_reference([2.0] * (MIN_SESSIONS - 2), current_ms=3.0)["ms"] == 3.0, "too few: this session's"
+    assert speed_reference([2.0] * (MIN_SESSIONS - 1), current_ms=3.0)["ms"] == 2.0
+    speed = speed_calibration(np.array([1.0, 2.0, 10.0]), reference_ms={"ms": 2.0, "source": "test"})
+    assert speed["block_factors"] == [2.0, 1.0, 0.5] and speed["clipped_blocks"] == 1, "held to [1/2, 2]"
+
+
+def test_a_call_the_cpu_clock_did_not_see_keeps_its_wall_time():
+    on_core = latency_probe.on_core_ns(np.array([30_000, 30_000, 30_000]), np.array([20_000, 0, 40_000]))
+    assert on_core.tolist() == [20_000, 30_000, 30_000]
 
 
 def test_probe_params_put_benchmark_options_over_the_defaults_with_the_benchmark_seed():
@@ -288,13 +328,11 @@ def test_the_probe_times_an_onnx_model_in_blocks_pinned_to_one_cpu(onnx_probe):
     assert single_ns.dtype == np.int64 and (single_ns > 0).all()
     per_block = document["budget"]["single_calls_per_block"]
     assert np.bincount(arrays["single_block"]).tolist() == [per_block] * 4
-    assert arrays["batch_calls"].shape == arrays["batch_wall_ns"].shape == arrays["batch_cpu_ns"].shape == (4, 2)
+    shapes = {arrays[key].shape for key in ("batch_calls", "batch_wall_ns", "batch_cpu_ns", "batch_core_ns")}
+    assert shapes == {(4, 2)} and document["batch_sizes"] == [1, 4]
+    assert (arrays["batch_calls"] >= 1).all()
+    assert (arrays["batch_core_ns"] <= arrays["batch_wall_ns"]).all() and (arrays["batch_core_ns"] > 0).all()
     assert document["distinct_rows"] == 16 and document["warmup_calls"] == 5
-    for batch, size in zip(document["batches"], [1, 4]):
-        assert batch["batch_size"] == size and batch["calls"] >= 4 and batch["rows"] == batch["calls"] * size
-        assert batch["rows_per_s"] == pytest.approx(batch["rows"] / batch["on_core_seconds"])
-        assert batch["on_core_seconds"] <= batch["wall_seconds"]
-        assert batch["cpu_seconds_per_row"] == pytest.approx(batch["cpu_seconds"] / batch["rows"])
     isolation = document["isolation"]
     assert isolation["pinned"] is True and isolation["cpu"] in isolation["allowed_cpus"]
     assert isolation["threads"]["onnxruntime"] == {"intra_op_num_threads": 1, "inter_op_num_threads": 1}
@@ -369,8 +407,10 @@ def test_latency_inspect_size_and_cost_run_end_to_end_through_the_sandbox(tmp_pa
     data = evaluation_input(probes=run.probes, artifact_bytes=len(baseline.data))
     latency = LatencyEvaluator().evaluate(data)
     size = SizeEvaluator().evaluate(data)
-    calls = run.probes["latency"].arrays["single_ns"]
-    assert latency.metrics["latency_p99_ms"] == np.percentile(calls / 1e6, 99)
+    arrays = run.probes["latency"].arrays
+    calls, factors = arrays["single_ns"] / 1e6, np.asarray(latency.document["speed_calibration"]["block_factors"])
+    assert latency.metrics["latency_p99_ms"] == pytest.approx(np.percentile(calls * factors[arrays["single_block"]], 99))
+    assert latency.document["speed_calibration"]["measured_percentiles_ms"]["p99"] == np.percentile(calls, 99)
     assert sum(latency.document["histogram"]["counts"]) == latency.document["calls"] == len(calls)
     assert size.metrics["size_bytes"] == len(baseline.data) and size.metrics["n_parameters"] > 0
     assert size.document["loaded_rss_bytes"] > 0

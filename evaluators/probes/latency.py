@@ -108,7 +108,7 @@ def probe(model, features, params) -> ProbeResult:
             "distinct_rows": len(inputs),
             "seed": params["seed"],
             "budget": plan,
-            "batches": _batch_totals(kept, params["batch_sizes"]),
+            "batch_sizes": list(params["batch_sizes"]),
             "overhead": harness_overhead(inputs, calls=int(single_ns.size)),
             "isolation": {**pinning, "threads": threads},
             "calibration": session["calibration"],
@@ -121,10 +121,11 @@ def probe(model, features, params) -> ProbeResult:
             "single_wall_ns": single_wall_ns,  # its wall time, as measured
             # Which block each call belongs to (0..blocks-1), for the block bootstrap.
             "single_block": np.concatenate([np.full(len(block["single_ns"]), i) for i, block in enumerate(kept)]),
-            # (blocks x batch sizes): the calls, wall and thread CPU nanoseconds of each block's batches.
+            # (blocks x batch sizes): the calls, and the wall, thread CPU and on-core nanoseconds of each block's batches.
             "batch_calls": np.array([block["batch_calls"] for block in kept], dtype=np.int64),
             "batch_wall_ns": np.array([block["batch_wall_ns"] for block in kept], dtype=np.int64),
             "batch_cpu_ns": np.array([block["batch_cpu_ns"] for block in kept], dtype=np.int64),
+            "batch_core_ns": np.array([block["batch_core_ns"] for block in kept], dtype=np.int64),
             "calibration_ns": np.array([block["calibration_ns"] for block in kept], dtype=np.int64),
         },
     )
@@ -218,6 +219,7 @@ def _block(run, inputs: list, batch_inputs: list, single_calls: int, batch_calls
         walls.append(time.perf_counter_ns() - wall_start)
         cpus.append(time.thread_time_ns() - cpu_start)
     return {
+        "batch_core_ns": on_core_ns(np.array(walls), np.array(cpus)).tolist(),
         "calibration_ns": calibration_ns,
         "single_ns": single_ns,
         "single_wall_ns": single_wall_ns,
@@ -238,7 +240,16 @@ def calibration() -> int:
     for _ in range(CALIBRATION_SORTS):
         np.sort(CALIBRATION_ARRAY)
     wall = time.perf_counter_ns() - start
-    return min(wall, time.thread_time_ns() - cpu_start)
+    return int(on_core_ns(np.array([wall]), np.array([time.thread_time_ns() - cpu_start]))[0])
+
+
+def on_core_ns(wall_ns: np.ndarray, cpu_ns: np.ndarray) -> np.ndarray:
+    """Time on the core: the wall time, less what the CPU clock says went elsewhere (min of the two).
+
+    Where the thread's CPU clock did not move over a timing (rarely, on a virtual machine, for a
+    call of tens of microseconds), it says nothing and the wall time stands: an on-core time of
+    zero would be a call that took no time."""
+    return np.where(cpu_ns > 0, np.minimum(wall_ns, cpu_ns), wall_ns)
 
 
 def off_core(wall_ns: np.ndarray, on_core_ns: np.ndarray) -> dict:
@@ -252,31 +263,6 @@ def off_core(wall_ns: np.ndarray, on_core_ns: np.ndarray) -> dict:
         "of_calls": int(wall_ns.size),
         "rule": "a call's time is min(wall time, the calling thread's CPU time over the call): time the pinned CPU ran other processes is left out",
     }
-
-
-def _batch_totals(blocks: list[dict], batch_sizes: list[int]) -> list[dict]:
-    totals = []
-    for column, size in enumerate(batch_sizes):
-        calls = sum(block["batch_calls"][column] for block in blocks)
-        wall = sum(block["batch_wall_ns"][column] for block in blocks) / 1e9
-        cpu = sum(block["batch_cpu_ns"][column] for block in blocks) / 1e9
-        on_core = sum(min(block["batch_wall_ns"][column], block["batch_cpu_ns"][column]) for block in blocks) / 1e9
-        rows = calls * size
-        totals.append(
-            {
-                "batch_size": size,
-                "calls": calls,
-                "rows": rows,
-                "wall_seconds": wall,
-                "on_core_seconds": on_core,
-                "cpu_seconds": cpu,
-                "rows_per_s": rows / on_core,
-                # Serving time per row on a core of its own (what holds the memory, for cost).
-                "wall_seconds_per_row": on_core / rows,
-                "cpu_seconds_per_row": cpu / rows,
-            }
-        )
-    return totals
 
 
 def pin_to_idlest_cpu() -> dict:
@@ -414,7 +400,7 @@ def timed_calls(run, inputs: list, *, seconds: float, min_calls: int, max_calls:
         walls[calls] = clock() - start
         cpus[calls] = cpu_clock() - cpu_start
         calls += 1
-    return walls[:calls], np.minimum(walls[:calls], cpus[:calls])
+    return walls[:calls], on_core_ns(walls[:calls], cpus[:calls])
 
 
 def _batch(features, size: int, rng: np.random.Generator):
