@@ -249,8 +249,11 @@ def speed_calibration(calibration_ms: np.ndarray, *, reference_ms: dict) -> dict
     calibration of one session's blocks ranged from 1.7 to 2.9 ms, in two states), and a model's
     calls move with it: the block medians of a small ONNX model follow its calibration (correlation
     0.5 on average). Multiplying a block's times by its factor states them at the machine's usual
-    speed; that halved the spread of a model's p50 across sessions (16% to 7% quiet, 13% to 4% with
-    a core busy) and cut its p99's (13% to 10%). Factors are held to [1/MAX_SPEED_FACTOR, MAX_SPEED_FACTOR]."""
+    speed. Offline (16 sessions of the probe) that halved the spread of a model's p50 across
+    sessions (16% to 7% quiet, 13% to 4% with a core busy); in bench/noise.py, five copies per
+    format, the p50's spread under load fell to 5-8%, but the p99's did not (11.7% as timed, 12.4%
+    calibrated, for skops; 9.7% and 11.5% for ONNX): the tail comes from events that land between
+    calibrations. Factors are held to [1/MAX_SPEED_FACTOR, MAX_SPEED_FACTOR]."""
     factors = reference_ms["ms"] / np.asarray(calibration_ms, dtype=float)
     clipped = np.clip(factors, 1 / MAX_SPEED_FACTOR, MAX_SPEED_FACTOR)
     return {
