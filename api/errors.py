@@ -1,3 +1,6 @@
+import sys
+
+from django.db import InterfaceError, OperationalError
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -85,7 +88,23 @@ def permission_denied(request, exception):
     return defaults.permission_denied(request, exception)
 
 
+# Seconds a client is asked to wait when the database cannot be reached: a restart takes about this long.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
 def server_error(request):
+    # Called while the uncaught exception is being handled, so it is at hand here, whether a view or a
+    # middleware (the session's) raised it.
+    if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
+        response = refusal(
+            request,
+            503,
+            "Holdout cannot reach its database at the moment (a restart or a failover); the platform is at fault, "
+            f"not the request, which was not completed. Try again in {DATABASE_RETRY_AFTER_SECONDS} s: with the "
+            "same Idempotency-Key a submission is never made twice.",
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     if is_api(request):
         message = (
             "Holdout failed on this request (500 Internal Server Error); the error is logged. Try again; if it "

@@ -62,6 +62,15 @@ class RequestBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Django reads a body only up to its Content-Length, so a chunked one would be read as empty
+            # (a missing file, a misleading answer); and with both headers the length must be ignored.
+            return refusal(
+                request,
+                411,
+                "Send the body with a Content-Length header rather than Transfer-Encoding: chunked: Holdout "
+                "checks a body's size before reading it. Nothing was read or stored.",
+            )
         declared = request.META.get("CONTENT_LENGTH") or "0"
         try:
             size = int(declared)

@@ -11,7 +11,8 @@ The child dies with the thread that started it (PR_SET_PDEATHSIG, set first thin
 model_process.py), so a killed worker leaves no model running, and it runs in a network
 namespace of its own where the kernel allows one (SandboxRun.isolation says which). The private
 directory's name carries this process's pid, so what a killed worker leaves behind can be told
-from what a live one uses (workers/cleanup.py).
+from what a live one uses, and every process the model starts carries this process's identity
+(evaluators/processes.py), so one that outlived its worker is found and killed (workers/cleanup.py).
 """
 
 import contextlib
@@ -31,6 +32,7 @@ import pandas as pd
 
 from .model_runner import MEMORY_MARKERS
 from .probes import probe_files
+from .processes import MODEL_OWNER_VARIABLE, owner_identity
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _STDERR_TAIL_BYTES = 2000
@@ -231,6 +233,8 @@ def _child_environment() -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
+        # Inherited by anything the model starts: an orphan is known by it (workers/cleanup.py).
+        MODEL_OWNER_VARIABLE: owner_identity(),
     }
 
 

@@ -12,6 +12,8 @@ import os
 import platform
 from datetime import datetime, timedelta
 
+from evaluators.processes import process_start
+
 HEARTBEAT_INTERVAL_SECONDS = 10.0
 # Three missed heartbeats: a worker busy in a long database write or a slow garbage collection is
 # not taken for dead.
@@ -21,7 +23,7 @@ HEARTBEAT_STALE_SECONDS = 30.0
 def holder_this_process() -> str:
     """'host pid space start': the pid is only meaningful inside its machine space (below), and
     the start time tells a reused pid from the process that held the submission."""
-    return f"{platform.node()} {os.getpid()} {_machine_space()} {_process_start(os.getpid())}"
+    return f"{platform.node()} {os.getpid()} {_machine_space()} {process_start(os.getpid())}"
 
 
 def holder_describe(holder: str) -> str:
@@ -47,7 +49,7 @@ def holder_dead(holder: str, heartbeat_at: datetime | None, now: datetime) -> bo
     if len(parts) != 4 or parts[2] != _machine_space():
         return False  # another machine's process: only its heartbeat tells
     pid, start = int(parts[1]), parts[3]
-    return _process_start(pid) != start
+    return process_start(pid) != start
 
 
 @functools.cache
@@ -62,12 +64,3 @@ def _machine_space() -> str:
     return f"{boot}/{namespace.removeprefix('pid:').strip('[]')}"
 
 
-def _process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot, or '' when there is no such process."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return ""
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # A zombie is dead for our purpose: it works on nothing any more.
-    return "" if fields[0] in ("Z", "X") else fields[19]

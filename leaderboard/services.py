@@ -573,7 +573,7 @@ def submission_start(submission_id, *, holder: str = "") -> Submission | None:
         if submission.status == Submission.Status.RUNNING and _held_by_live_worker(submission, now):
             return None
         if submission.attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
-            _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
+            _attempts_exhausted_fail_locked(submission, now)
             return None
         if submission.status == Submission.Status.RUNNING:
             log.warning("taking over submission %s from %s", submission.pk, holder_describe(submission.holder))
@@ -599,6 +599,22 @@ def _claim(submission: Submission, holder: str, now) -> None:
     submission.heartbeat_at = now
     submission.claimed_at = now
     submission.deadline_at = submission.next_deadline()
+
+
+def _taken_over(locked: Submission, submission: Submission) -> bool:
+    """Whether another worker has claimed the submission since `submission` (the caller's copy) was.
+
+    A worker cut off from the database for longer than a heartbeat's staleness is taken for dead
+    and its submission started again elsewhere; when it comes back, what it writes must not mix
+    with the new attempt's reports or end it: the new holder alone records the results. A copy
+    that holds no claim (a service or test call, not a worker's) writes as before."""
+    if not submission.holder or locked.holder == submission.holder:
+        return False
+    log.warning(
+        "submission %s was taken over by %s; %s drops its results", submission.pk,
+        holder_describe(locked.holder), holder_describe(submission.holder),
+    )
+    return True
 
 
 def submission_heartbeat(submission: Submission, *, holder: str) -> bool:
@@ -627,6 +643,9 @@ def report_record(
 ) -> None:
     """Store one evaluator's report and merge its scalars into the submission's."""
     with transaction.atomic():
+        locked = Submission.objects.select_for_update().get(pk=submission.pk)
+        if _taken_over(locked, submission):
+            return
         Report.objects.update_or_create(
             submission=submission,
             evaluator=evaluator,
@@ -638,7 +657,6 @@ def report_record(
                 "error": error,
             },
         )
-        locked = Submission.objects.select_for_update().get(pk=submission.pk)
         locked.metrics = {**locked.metrics, **(metrics or {})}
         locked.intervals = {**locked.intervals, **(intervals or {})}
         locked.save(update_fields=["metrics", "intervals"])
@@ -653,7 +671,11 @@ def submission_resamples_store(submission: Submission, *, resample_values: dict[
     resamples = submission.benchmark.bootstrap_resamples
     given = {key: values for key, values in resample_values.items() if len(values) == resamples}
     with transaction.atomic():
-        locked = Submission.objects.select_for_update().only("resamples", "resample_keys").get(pk=submission.pk)
+        locked = (
+            Submission.objects.select_for_update().only("resamples", "resample_keys", "holder").get(pk=submission.pk)
+        )
+        if _taken_over(locked, submission):
+            return
         rows = {}
         if locked.resamples and len(locked.resamples) == 4 * resamples * len(locked.resample_keys):
             stored = np.frombuffer(bytes(locked.resamples), dtype=np.float32).reshape(-1, resamples)
@@ -669,7 +691,7 @@ def submission_latency_handoff(submission: Submission) -> None:
     """Queue the latency phase: it runs on its own queue, one at a time, so nothing competes for the CPU."""
     with transaction.atomic():
         locked = Submission.objects.select_for_update().get(pk=submission.pk)
-        if locked.status != Submission.Status.RUNNING:
+        if locked.status != Submission.Status.RUNNING or _taken_over(locked, submission):
             return
         locked.stage = Submission.LATENCY_QUEUED
         locked.progress = max(locked.progress, 0.8)
@@ -693,7 +715,7 @@ def submission_latency_start(submission_id, *, holder: str = "") -> Submission |
         if submission.stage == Submission.LATENCY and _held_by_live_worker(submission, now):
             return None
         if submission.latency_attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
-            _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
+            _attempts_exhausted_fail_locked(submission, now)
             return None
         if submission.stage == Submission.LATENCY:
             log.warning(
@@ -709,7 +731,7 @@ def submission_latency_start(submission_id, *, holder: str = "") -> Submission |
 def submission_succeed(submission: Submission) -> None:
     with transaction.atomic():
         locked = Submission.objects.select_for_update().get(pk=submission.pk)
-        if locked.is_finished:
+        if locked.is_finished or _taken_over(locked, submission):
             return
         locked.status = Submission.Status.SUCCEEDED
         locked.stage = "done"
@@ -723,7 +745,7 @@ def submission_succeed(submission: Submission) -> None:
 def submission_fail(submission: Submission, message: str, *, stage: str, fault: str = "model") -> None:
     with transaction.atomic():
         locked = Submission.objects.select_for_update().get(pk=submission.pk)
-        if not locked.is_finished:
+        if not locked.is_finished and not _taken_over(locked, submission):
             _submission_fail_locked(locked, message, stage=stage, fault=fault)
 
 
@@ -738,15 +760,29 @@ def _submission_fail_locked(submission: Submission, message: str, *, stage: str,
     submission.save()
 
 
-def _attempts_exhausted_message(submission: Submission) -> str:
+def _attempts_exhausted_fail_locked(submission: Submission, now) -> None:
+    """Fail a submission out of attempts, blaming whoever ended its last one.
+
+    An attempt whose worker is alive ran into its time limit (the model's doing: the sandbox's own
+    limits fail the model directly, so a worker that outlives its deadline was waiting on it); an
+    attempt whose worker died was lost by the platform, however often that happened, and then the
+    submission is the platform's failure and does not count against the owner's quota."""
     attempts = submission.latency_attempts if submission.in_latency_phase else submission.attempts
     phase = "latency measurement" if submission.in_latency_phase else "evaluation"
-    return (
-        f"the {phase} was started {attempts} times and never finished (last stage: "
-        f"{submission.stage}); each attempt was stopped by its {submission.benchmark.time_limit_seconds} s "
-        "time limit or lost with its worker. Check that the model predicts the test set well within "
-        "the limit, then submit it again."
+    started = f"the {phase} was started {attempts} times and never finished (last stage: {submission.stage})"
+    if submission.holder and holder_dead(submission.holder, submission.heartbeat_at, now):
+        message = (
+            f"{started}; the last attempt was lost with its worker ({holder_describe(submission.holder)}), which "
+            "stopped while the model was still being evaluated. The platform is at fault, not the model; this "
+            "submission does not count against your quota: submit it again."
+        )
+        _submission_fail_locked(submission, message, stage=submission.stage, fault="platform")
+        return
+    message = (
+        f"{started}; each attempt was stopped by its {submission.benchmark.time_limit_seconds} s time limit or "
+        "lost with its worker. Check that the model predicts the test set well within the limit, then submit it again."
     )
+    _submission_fail_locked(submission, message, stage=submission.stage)
 
 
 def submissions_sweep() -> dict:
@@ -809,7 +845,7 @@ def _sweep_one(submission: Submission, now, *, queue_empty=None) -> str | None:
         return None
     attempts = submission.latency_attempts if submission.in_latency_phase else submission.attempts
     if attempts >= settings.HOLDOUT_MAX_ATTEMPTS:
-        _submission_fail_locked(submission, _attempts_exhausted_message(submission), stage=submission.stage)
+        _attempts_exhausted_fail_locked(submission, now)
         return "failed"
     if submission.status == Submission.Status.RUNNING and submission.holder:
         log.warning(

@@ -217,15 +217,21 @@ def test_a_submission_made_before_fingerprints_is_replayed_once_the_migration_fi
 # --- 4. Bodies over the upload cap, and Django's own errors, as JSON -------------------------------
 
 
-def raw_post(live_server, path: str, content_length: str) -> tuple[http.client.HTTPResponse, bytes, float]:
-    """Send only the headers of a POST declaring `content_length` bytes, then read the answer."""
+def raw_post(
+    live_server, path: str, content_length: str | None, **headers: str
+) -> tuple[http.client.HTTPResponse, bytes, float]:
+    """Send only the headers of a POST declaring `content_length` bytes (none: no such header) and
+    `headers`, then read the answer."""
     address = urlsplit(live_server.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=15)
     started = time.monotonic()
     try:
         connection.putrequest("POST", path)
         connection.putheader("Content-Type", "multipart/form-data; boundary=holdout")
-        connection.putheader("Content-Length", content_length)
+        if content_length is not None:
+            connection.putheader("Content-Length", content_length)
+        for name, value in headers.items():
+            connection.putheader(name.replace("_", "-"), value)
         connection.endheaders()
         response = connection.getresponse()
         return response, response.read(), time.monotonic() - started
@@ -256,6 +262,16 @@ def test_the_web_form_refuses_a_body_over_the_cap_with_a_page(live_server, trans
     response, body, _ = raw_post(live_server, "/benchmarks/adult/submit/", "2147483648")
     assert response.status == 413 and response.getheader("Content-Type").startswith("text/html")
     assert b"The request body is 2048.0 MB" in body and b"a model file of at most 100 MB" in body
+
+
+@pytest.mark.parametrize("content_length", [None, "100"])
+def test_a_chunked_body_is_a_411_asking_for_its_length(live_server, transactional_db, content_length):
+    response, body, seconds = raw_post(
+        live_server, "/api/v1/benchmarks/adult/submissions/", content_length, Transfer_Encoding="chunked"
+    )
+    assert response.status == 411 and response.getheader("Content-Type") == "application/json"
+    assert json.loads(body)["detail"].startswith("Send the body with a Content-Length header")
+    assert seconds < 5
 
 
 def test_a_content_length_that_is_not_a_size_is_a_400(client, db):
@@ -323,6 +339,26 @@ def test_django_level_errors_under_the_api_are_json(client, api_client, user, ad
     assert failed.json()["detail"].startswith("Holdout failed on this request (500 Internal Server Error)")
     page = crashing.get("/no/such/page/")
     assert page.status_code == 404 and b"See the benchmarks" in page.content, "people still get pages"
+
+
+@pytest.mark.parametrize("error", ["OperationalError", "InterfaceError"])
+def test_a_database_that_cannot_be_reached_is_a_503_to_retry_not_a_500(adult_benchmark, monkeypatch, error):
+    import django.db
+
+    from api.views import LeaderboardView
+    from leaderboard import views as pages
+
+    def unreachable(*args, **kwargs):
+        raise getattr(django.db, error)("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(LeaderboardView, "get", unreachable)
+    monkeypatch.setattr(pages, "get_object_or_404", unreachable)
+    crashing = Client(raise_request_exception=False)
+    answer = crashing.get(f"/api/v1/benchmarks/{adult_benchmark.slug}/leaderboard/")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    assert answer.json()["detail"].startswith("Holdout cannot reach its database at the moment")
+    page = crashing.get(f"/benchmarks/{adult_benchmark.slug}/")
+    assert page.status_code == 503 and b"cannot reach its database" in page.content
 
 
 # --- 5. Weights ----------------------------------------------------------------------------------

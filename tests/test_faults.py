@@ -192,6 +192,31 @@ def test_only_folders_of_ended_processes_are_removed(tmp_path):
     assert mine.exists() and unrelated.exists() and not orphan.exists()
 
 
+def test_a_process_a_model_started_is_killed_once_its_worker_is_gone():
+    """A grandchild (what joblib's loky would start) outlives the model process's PR_SET_PDEATHSIG:
+    it carries its worker's identity, and the cleanup kills it once that worker has ended."""
+    from evaluators.processes import MODEL_OWNER_VARIABLE, owner_identity
+    from workers.cleanup import orphan_models_kill
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    orphan = subprocess.Popen(sleeper, env={**os.environ, MODEL_OWNER_VARIABLE: owner_identity(worker.pid)})
+    kept = subprocess.Popen(sleeper, env={**os.environ, MODEL_OWNER_VARIABLE: owner_identity()})
+    try:
+        time.sleep(0.2)  # the environment is readable once the child has started
+        assert orphan.pid not in orphan_models_kill(), "its worker still lives"
+        worker.kill()
+        worker.wait()
+        killed = orphan_models_kill()
+        assert orphan.pid in killed and kept.pid not in killed
+        assert orphan.wait(timeout=5) == -signal.SIGKILL
+        assert kept.poll() is None, "a model process of a live worker (this test) is left alone"
+    finally:
+        for process in (worker, orphan, kept):
+            process.kill()
+            process.wait()
+
+
 # --- A model that dies writing its results is the model's fault ----------------------------------
 
 # The end-to-end reproduction (a classifier whose two labels were 40 M control characters, so

@@ -58,6 +58,26 @@ def test_the_sweep_fails_a_submission_out_of_attempts_with_a_reason(submission, 
     assert "started 3 times and never finished" in failed.error and "predicting" in failed.error
 
 
+def test_out_of_attempts_after_losing_its_worker_is_the_platforms_failure(submission, settings):
+    from leaderboard.holders import HEARTBEAT_STALE_SECONDS
+    from leaderboard.selectors import submission_quota_usage
+
+    Submission.objects.filter(pk=submission.pk).update(
+        status="running",
+        attempts=settings.HOLDOUT_MAX_ATTEMPTS,
+        stage="predicting",
+        deadline_at=timezone.now() + timedelta(minutes=5),  # within its time: only the dead worker ended it
+        holder="worker-host 4242 another-machine 123",
+        heartbeat_at=past(HEARTBEAT_STALE_SECONDS + 5),
+    )
+    assert submissions_sweep() == {"requeued": 0, "failed": 1}
+    failed = Submission.objects.get(pk=submission.pk)
+    assert failed.status == "failed" and failed.fault == "platform"
+    assert "the last attempt was lost with its worker (worker-host pid 4242)" in failed.error
+    assert "does not count against your quota" in failed.error
+    assert submission_quota_usage(benchmark=failed.benchmark, owner=failed.owner).used == 0
+
+
 def test_the_sweep_fails_a_submission_no_worker_ever_took(submission, settings):
     Submission.objects.filter(pk=submission.pk).update(
         created_at=past(settings.HOLDOUT_QUEUE_TIMEOUT_SECONDS + 5), deadline_at=past()
@@ -109,3 +129,61 @@ def test_a_message_still_in_its_queue_is_not_sent_again(submission, broker):
     _declared_queue("evaluate", messages=2)
     Submission.objects.filter(pk=submission.pk).update(sent_queue="evaluate", sent_at=past(60))
     assert submissions_sweep() == {"requeued": 0, "failed": 0}
+
+
+@pytest.fixture
+def filesystem_broker(tmp_path, monkeypatch):
+    """The embedded default's broker (make run): kombu's filesystem transport, in a folder of this test's."""
+    from celery import current_app
+
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "store_processed": False}
+    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")  # Celery reads the variable before its settings
+    monkeypatch.setitem(current_app.conf, "broker_transport_options", options)
+    return folder
+
+
+def test_the_filesystem_broker_says_whether_a_queue_holds_a_message(filesystem_broker):
+    from leaderboard.services import broker_queue_empty
+
+    assert broker_queue_empty("evaluate") is True, "nothing was ever sent"
+    _declared_queue("evaluate", messages=1)
+    assert list(filesystem_broker.iterdir()), "the message is a file in the test's folder"
+    assert broker_queue_empty("evaluate") is False
+    _declared_queue("evaluate")
+    assert broker_queue_empty("evaluate") is True
+
+
+def test_on_the_filesystem_broker_a_lost_message_is_sent_again(
+    submission, filesystem_broker, django_capture_on_commit_callbacks
+):
+    Submission.objects.filter(pk=submission.pk).update(sent_queue="evaluate", sent_at=past(60))
+    _declared_queue("evaluate", messages=1)
+    assert submissions_sweep() == {"requeued": 0, "failed": 0}, "a message in the queue is on its way"
+    _declared_queue("evaluate")
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert submissions_sweep() == {"requeued": 1, "failed": 0}
+    assert len(callbacks) == 1
+
+
+def test_a_worker_taken_for_dead_that_comes_back_records_nothing(submission):
+    """Cut off from the database past its heartbeat's staleness, a worker's submission is started
+    again elsewhere; what the first writes when it returns must not mix with the second's work."""
+    from leaderboard.models import Report
+    from leaderboard.services import report_record, submission_fail, submission_succeed
+
+    first = submission_start(submission.pk, holder="host-a 100 space 1")
+    Submission.objects.filter(pk=submission.pk).update(deadline_at=past(), heartbeat_at=past(120))
+    second = submission_start(submission.pk, holder="host-b 200 space 2")
+    assert second is not None and second.attempts == 2
+    report_record(first, evaluator="performance", seconds=1.0, metrics={"accuracy": 0.1})
+    submission_fail(first, "the first attempt's model failed", stage="predicting")
+    submission_succeed(first)
+    row = Submission.objects.get(pk=submission.pk)
+    assert row.status == "running" and row.holder == "host-b 200 space 2" and row.metrics == {}
+    assert not Report.objects.filter(submission=row).exists()
+    report_record(second, evaluator="performance", seconds=1.0, metrics={"accuracy": 0.8})
+    submission_succeed(second)
+    row = Submission.objects.get(pk=submission.pk)
+    assert row.status == "succeeded" and row.metrics == {"accuracy": 0.8}

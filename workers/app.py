@@ -38,9 +38,9 @@ def _refuse_a_model_memory_limit_no_model_fits_in(**_) -> None:
 @worker_process_init.connect
 def _remove_what_killed_workers_left(**_) -> None:
     # Every new pool process, also one replacing a killed one, so leftovers do not wait for a restart.
-    from workers.cleanup import stale_folders_remove
+    from workers.cleanup import leftovers_remove
 
-    stale_folders_remove()
+    leftovers_remove()
 
 
 @worker_ready.connect
@@ -48,10 +48,10 @@ def _take_over_what_dead_workers_held(**_) -> None:
     """A worker restarted after a kill resumes its submissions now, not at the next sweep."""
     from django.db import connection
 
-    from workers.cleanup import stale_folders_remove
+    from workers.cleanup import leftovers_remove
     from workers.tasks import sweep_stuck_submissions
 
-    stale_folders_remove()  # the solo pool starts no pool process
+    leftovers_remove()  # the solo pool starts no pool process
     try:
         sweep_stuck_submissions()
     finally:

@@ -1,24 +1,50 @@
-"""Remove what killed workers on this machine left in the temporary directory.
+"""Remove what killed workers on this machine left: folders in the temporary directory, and
+processes a model started.
 
 A worker's folders (the artifact copy, and the model process's folder with the hidden test set's
 features) are removed when its task ends, however it ends, except when the worker itself is
 killed. Their names carry the owning process's pid, so a worker starting later removes those
-whose owner is gone.
+whose owner is gone. Likewise every process of a model carries its worker's identity
+(evaluators/processes.py): one whose worker is gone is killed.
 """
 
 import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
+from evaluators.processes import owner_alive, processes_owned
 from evaluators.sandbox import MODEL_DIR_PREFIX
 from workers.evaluation import EVAL_DIR_PREFIX
 
 log = logging.getLogger(__name__)
 
 _OWNED_FOLDER = re.compile(rf"^(?:{re.escape(MODEL_DIR_PREFIX)}|{re.escape(EVAL_DIR_PREFIX)})(\d+)-")
+
+
+def leftovers_remove() -> None:
+    """What killed workers left on this machine: their model processes, then their folders."""
+    orphan_models_kill()
+    stale_folders_remove()
+
+
+def orphan_models_kill() -> list[int]:
+    """SIGKILL this user's model processes (and what they started) whose worker is gone; their pids."""
+    killed = []
+    for pid, owner in processes_owned():
+        if pid == os.getpid() or owner_alive(owner):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+        killed.append(pid)
+    if killed:
+        log.warning("killed %d model processes that outlived their workers: %s", len(killed), killed)
+    return killed
 
 
 def stale_folders_remove(directory: str | None = None) -> list[Path]:

@@ -21,4 +21,7 @@ def measure_latency(submission_id: str) -> None:
     name="holdout.sweep_stuck_submissions", expires=float(settings.HOLDOUT_SWEEP_INTERVAL_SECONDS), acks_late=False
 )
 def sweep_stuck_submissions() -> dict:
+    from workers.cleanup import leftovers_remove
+
+    leftovers_remove()  # on the sweep's machine, orphans are found within one interval
     return submissions_sweep()
