@@ -149,10 +149,10 @@ class Submission(models.Model):
     holder = models.CharField(max_length=300, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # The message the submission waits for or was started from: its queue, when it was sent, and
-    # when a worker claimed it. A message sent after this one and already claimed means this one
-    # was lost rather than waiting behind a backlog.
+    # when a worker claimed it (None: its last send failed, so nothing is on its way). A message
+    # sent after this one and already claimed means this one was lost rather than waiting behind a backlog.
     sent_queue = models.CharField(max_length=16, default="evaluate")
-    sent_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(default=timezone.now, null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
 
     metrics = models.JSONField(default=dict, blank=True)

@@ -36,7 +36,7 @@ from leaderboard.tables import table_read, table_to_parquet
 
 log = logging.getLogger(__name__)
 # A message not taken this long after it was sent, from a queue the broker says is empty, was lost:
-# a worker claims a message it takes at once, and with the 30 s sweep a lost one is sent again within a minute.
+# a worker claims a message it takes at once, and with the 15 s sweep a lost one is sent again within a minute.
 LOST_MESSAGE_SECONDS = 30
 
 EVALUATE_TASK = "holdout.evaluate_submission"
@@ -546,14 +546,18 @@ def submission_enqueue(submission: Submission) -> None:
 def _send_on_commit(task: str, submission: Submission, *, queue: str) -> None:
     """Send a task once the row is committed, so a worker never sees a missing or stale row.
 
-    A broker that is down loses nothing: the sweep sends it again.
+    A broker that is down loses nothing: the row is marked as sent nowhere (sent_at None), and the
+    next sweep sends it again at once instead of waiting to call the message lost.
     """
+    sent_at = submission.sent_at
 
     def send() -> None:
         try:
             current_app.send_task(task, args=[str(submission.id)], queue=queue)
         except Exception:  # noqa: BLE001 - the database is the record; the sweep retries.
-            log.exception("could not send %s for submission %s; the sweep will retry", task, submission.id)
+            log.exception("could not send %s for submission %s; the next sweep sends it", task, submission.id)
+            # Only this send's mark: a later send (the sweep's) may already have succeeded.
+            Submission.objects.filter(pk=submission.id, sent_at=sent_at).update(sent_at=None)
 
     transaction.on_commit(send)
 
@@ -802,7 +806,7 @@ def submissions_sweep() -> dict:
     # Waiting long enough that its message should have been taken: the broker says if it is there.
     waiting = Submission.objects.filter(
         Q(status=Submission.Status.QUEUED) | Q(stage=Submission.LATENCY_QUEUED),
-        sent_at__lt=now - timedelta(seconds=LOST_MESSAGE_SECONDS),
+        Q(sent_at__lt=now - timedelta(seconds=LOST_MESSAGE_SECONDS)) | Q(sent_at__isnull=True),
     )
     candidates = (
         set(expired.values_list("pk", flat=True))
@@ -858,9 +862,11 @@ def _sweep_one(submission: Submission, now, *, queue_empty=None) -> str | None:
 def _message_lost(submission: Submission, now, queue_empty) -> bool:
     """Whether the broker lost the message a submission waits for: it was sent a while ago, no
     worker claimed it, and its queue holds nothing (a broker restarted without it, a send that
-    failed while the broker was down). A worker holds at most the one message it runs (prefetch
+    failed while the broker was down, marked at once). A worker holds at most the one message it runs (prefetch
     1, acknowledged late), which it claims at once, so an empty queue means nothing is coming."""
-    if submission.sent_at is None or now - submission.sent_at < timedelta(seconds=LOST_MESSAGE_SECONDS):
+    if submission.sent_at is None:
+        return True  # its send failed: nothing is on its way
+    if now - submission.sent_at < timedelta(seconds=LOST_MESSAGE_SECONDS):
         return False
     if submission.claimed_at is not None and submission.claimed_at >= submission.sent_at:
         return False

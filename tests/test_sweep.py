@@ -167,6 +167,53 @@ def test_on_the_filesystem_broker_a_lost_message_is_sent_again(
     assert len(callbacks) == 1
 
 
+@pytest.fixture
+def unreachable_broker(monkeypatch):
+    """A broker URL on a port where nothing listens, as while the broker is down: every send fails."""
+    import socket
+
+    from celery import Celery, current_app
+
+    with socket.socket() as probe:  # a port that was free a moment ago and that nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    # An app of its own: the suite's app keeps pooled connections to the real broker.
+    previous = current_app._get_current_object()
+    monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery reads the variable before its settings
+    down = Celery("broker-down", broker=url, set_as_current=False)
+    down.set_current()
+    yield url
+    previous.set_current()
+    down.close()
+
+
+def test_a_send_that_fails_while_the_broker_is_down_is_sent_again_by_the_next_sweep(
+    submission, unreachable_broker, django_capture_on_commit_callbacks
+):
+    """Not 30 s later: nothing is on its way, and the broker cannot be asked about its queue."""
+    from leaderboard.services import submission_enqueue
+
+    with django_capture_on_commit_callbacks(execute=True):
+        submission_enqueue(submission)
+    assert Submission.objects.get(pk=submission.pk).sent_at is None, "the failed send is marked on the row"
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert submissions_sweep() == {"requeued": 1, "failed": 0}
+    assert len(callbacks) == 1
+    resent = Submission.objects.get(pk=submission.pk)
+    assert resent.status == "queued" and resent.sent_at > past(5)
+
+
+def test_a_failed_send_does_not_unmark_a_later_one(submission, unreachable_broker, django_capture_on_commit_callbacks):
+    from leaderboard.services import submission_enqueue
+
+    later = timezone.now() + timedelta(seconds=1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        submission_enqueue(submission)
+    Submission.objects.filter(pk=submission.pk).update(sent_at=later)  # the sweep sent it again meanwhile
+    callbacks[0]()
+    assert Submission.objects.get(pk=submission.pk).sent_at == later
+
+
 def test_a_worker_taken_for_dead_that_comes_back_records_nothing(submission):
     """Cut off from the database past its heartbeat's staleness, a worker's submission is started
     again elsewhere; what the first writes when it returns must not mix with the second's work."""
