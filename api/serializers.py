@@ -287,6 +287,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "finished_at",
             "metrics",
             "intervals",
+            "released",
             "standing",
             "reports",
             "report_errors",

@@ -201,6 +201,9 @@ class Submission(models.Model):
     # float32, one row per key in resample_keys, one column per resample (NaN where undefined).
     resamples = models.BinaryField(null=True, blank=True)
     resample_keys = models.JSONField(default=list, blank=True)
+    # On a guarded benchmark, what the Ladder released when it succeeded (leaderboard/releases.py):
+    # {"primary": {"metric", "value", "improved", "reason", "threshold", "steps"}}; empty when open.
+    released = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -233,6 +236,28 @@ class Submission(models.Model):
 
     def next_deadline(self):
         return timezone.now() + timedelta(seconds=self.benchmark.time_limit_seconds)
+
+
+class LadderEntry(models.Model):
+    """One submitter's Ladder on a guarded benchmark: the value released and how often it moved."""
+
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="ladders")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ladders")
+    target = models.CharField(max_length=16, default="primary")  # what it releases: the primary metric
+    best = models.FloatField(null=True, blank=True)
+    best_submission = models.ForeignKey(
+        "Submission", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    steps = models.PositiveIntegerField(default=0)
+    submissions = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["benchmark", "owner", "target"], name="one_ladder_per_submitter_target")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} ladder of {self.owner} on {self.benchmark.slug}"
 
 
 class Report(models.Model):

@@ -54,3 +54,53 @@ def requests_json(url: str) -> dict:
     import requests
 
     return requests.get(url, timeout=10).json()
+
+
+def ladder_submission(benchmark, owner, model, name, value, shared, spread, rng):
+    """A succeeded submission whose primary metric is `value`, on resamples sharing `shared` noise."""
+    from tests.conftest import succeeded_submission
+
+    key = benchmark.primary_metric
+    own = value + shared + rng.normal(0, spread, shared.size)
+    submission = succeeded_submission(benchmark, owner, model, name, {key: value}, resamples={key: own})
+    submission.refresh_from_db()
+    return submission.released["primary"]
+
+
+def test_the_ladder_releases_a_new_score_only_beyond_one_standard_error_per_submitter(
+    guarded_benchmark, adult_baselines, user
+):
+    from django.contrib.auth import get_user_model
+
+    from leaderboard.models import LadderEntry
+
+    benchmark, _, positions = guarded_benchmark
+    assert benchmark.primary_metric == "accuracy" and len(positions) == 600
+    model = baseline_named(adult_baselines, "onnx:")
+    rng = np.random.default_rng(11)
+    shared = rng.normal(0, 0.01, benchmark.bootstrap_resamples)  # the luck of the rows, common to all
+
+    first = ladder_submission(benchmark, user, model, "a", 0.80, shared, 0.001, rng)
+    assert first["improved"] and first["value"] == 0.8 and first["steps"] == 1
+    # 0.001 better, with paired differences spread about 0.0014: within noise, the 0.8 is released again.
+    within = ladder_submission(benchmark, user, model, "b", 0.801, shared, 0.001, rng)
+    assert not within["improved"] and within["value"] == 0.8 and within["steps"] == 1
+    assert within["reason"].startswith("no significant improvement") and 0.001 < within["threshold"] < 0.002
+    # 0.81 is 600 * 0.81 = 486 public rows' worth: released as it is.
+    beyond = ladder_submission(benchmark, user, model, "c", 0.81, shared, 0.001, rng)
+    assert beyond["improved"] and beyond["value"] == pytest.approx(0.81) and beyond["steps"] == 2
+
+    other = get_user_model().objects.create_user("bob", "bob@example.com", "another horse battery")
+    assert ladder_submission(benchmark, other, model, "d", 0.805, shared, 0.001, rng)["improved"], "a ladder each"
+    entry = LadderEntry.objects.get(benchmark=benchmark, owner=user)
+    assert (entry.steps, entry.submissions, entry.best) == (2, 3, pytest.approx(0.81))
+
+
+def test_an_open_benchmark_releases_through_no_ladder(adult_benchmark, adult_baselines, user):
+    from leaderboard.models import LadderEntry
+    from tests.conftest import succeeded_submission
+
+    model = baseline_named(adult_baselines, "onnx:")
+    submission = succeeded_submission(adult_benchmark, user, model, "open", {"accuracy": 0.8})
+    submission.refresh_from_db()
+    assert submission.released == {} and not LadderEntry.objects.exists()
