@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from leaderboard.boards import Standing, submission_standing
-from leaderboard.models import Benchmark, Submission
+from leaderboard.models import Benchmark, HoldoutPolicy, Submission
 from leaderboard.objectives import TASKS
 from leaderboard.selectors import benchmark_objectives
 from leaderboard.errors import Rejected
@@ -40,8 +40,39 @@ class ObjectiveSerializer(serializers.Serializer):
     default_weight = serializers.FloatField()
 
 
+class HoldoutSerializer(serializers.Serializer):
+    """How much of the test set a submitter's scores are computed on, and how they are released."""
+
+    policy = serializers.ChoiceField(choices=HoldoutPolicy.values, source="holdout_policy")
+    public_fraction = serializers.FloatField(allow_null=True)
+    public_rows = serializers.IntegerField(allow_null=True)
+    private_rows = serializers.IntegerField(allow_null=True)
+    ladder = serializers.CharField(allow_null=True, help_text="The Ladder variant scores are released through.")
+    ladder_step = serializers.FloatField(allow_null=True)
+    final_selections = serializers.IntegerField(allow_null=True)
+    budget_cap = serializers.IntegerField(allow_null=True, help_text="Releases per submitter; null: no cap.")
+    closed_at = serializers.DateTimeField(allow_null=True)
+
+    def to_representation(self, benchmark):
+        if not benchmark.is_guarded:
+            return {key: None for key in self.fields} | {"policy": benchmark.holdout_policy}
+        public = len(benchmark.public_positions)
+        return {
+            "policy": benchmark.holdout_policy,
+            "public_fraction": benchmark.public_fraction,
+            "public_rows": public,
+            "private_rows": benchmark.test_rows - public,
+            "ladder": benchmark.ladder_variant,
+            "ladder_step": benchmark.ladder_step,
+            "final_selections": benchmark.final_selections,
+            "budget_cap": benchmark.holdout_budget or None,
+            "closed_at": serializers.DateTimeField().to_representation(benchmark.closed_at) if benchmark.closed_at else None,
+        }
+
+
 class BenchmarkSerializer(serializers.ModelSerializer):
     objectives = serializers.SerializerMethodField()
+    holdout = HoldoutSerializer(source="*", read_only=True)
     url = serializers.SerializerMethodField()
     train_data_url = serializers.SerializerMethodField()
     leaderboard_url = serializers.SerializerMethodField()
@@ -65,6 +96,7 @@ class BenchmarkSerializer(serializers.ModelSerializer):
             "test_rows",
             "time_limit_seconds",
             "daily_submission_quota",
+            "holdout",
             "created_at",
             "url",
             "train_data_url",
@@ -145,6 +177,14 @@ class BenchmarkCreateSerializer(serializers.Serializer):
     primary_metric = serializers.CharField(max_length=32, required=False, allow_blank=True)
     time_limit_seconds = serializers.IntegerField(min_value=10, max_value=24 * 3600, required=False)
     daily_submission_quota = serializers.IntegerField(min_value=0, max_value=100000, required=False)
+    holdout_policy = serializers.ChoiceField(
+        choices=HoldoutPolicy.values,
+        required=False,
+        help_text="open: every score released; guarded: a public part shown through the Ladder, a private part kept.",
+    )
+    public_fraction = serializers.FloatField(
+        min_value=0.05, max_value=0.95, required=False, help_text="Guarded: the share of test rows shown (0.3)."
+    )
     train_data = serializers.FileField()
     test_data = serializers.FileField()
 
@@ -247,6 +287,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "finished_at",
             "metrics",
             "intervals",
+            "released",
             "standing",
             "reports",
             "report_errors",

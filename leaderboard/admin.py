@@ -15,13 +15,13 @@ from leaderboard.services import api_token_revoke, benchmark_create
 FIXED_BENCHMARK_FIELDS = (
     "slug", "task", "target_column", "feature_columns", "sensitive_columns", "time_column",
     "positive_label", "class_labels", "train_data", "test_data", "train_rows", "test_rows",
-    "bootstrap_seed", "created_by", "created_at",
+    "bootstrap_seed", "holdout_policy", "public_fraction", "created_by", "created_at",
 )
 
 
 @admin.register(Benchmark)
 class BenchmarkAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "task", "primary_metric", "test_rows", "created_at")
+    list_display = ("name", "slug", "task", "primary_metric", "holdout_policy", "test_rows", "created_at")
     readonly_fields = FIXED_BENCHMARK_FIELDS
 
     def add_view(self, request, form_url="", extra_context=None):

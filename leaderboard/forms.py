@@ -51,6 +51,14 @@ class BenchmarkForm(forms.Form):
     primary_metric = forms.CharField(
         required=False, max_length=32, help_text="Empty: accuracy, or rmse for regression."
     )
+    holdout_policy = forms.ChoiceField(
+        choices=[("open", "open: every score released"), ("guarded", "guarded: public part through the Ladder")],
+        initial="open",
+        required=False,
+    )
+    public_fraction = forms.FloatField(
+        required=False, min_value=0.05, max_value=0.95, help_text="Guarded: share of test rows shown; empty: 0.3."
+    )
     train_data = forms.FileField(help_text="Public training split, CSV or Parquet.")
     test_data = forms.FileField(help_text="Hidden test split, CSV or Parquet. Its labels are never served.")
 

@@ -15,10 +15,11 @@ submitter nothing new about the rows.
 What the guarantee covers. For losses in [0, 1] and the fixed step, the paper's Theorem 3.1 bounds
 the leaderboard error (how far the released values can be from the best true losses so far)
 against any adaptive submitter, by O((log(kn) / n)^(1/3)) for k submissions on n rows. Its proof
-is a compression argument: the submitter's view is fixed by at most 1/eta + 1 moves of the ladder,
-each among k positions and 1/eta + 1 rounded values, so a union bound over those transcripts and
-Hoeffding's inequality for each of the k submissions gives `ladder_error_bound` below (explicit,
-with its constants; the paper states the order). The parameter-free variant has no proven bound
+is a compression argument: what the submitter sees is fixed by the few moves of the ladder, so
+every submission it can make is named by a short description (Claim 3.2), and Hoeffding's
+inequality with a union bound over those gives `ladder_error_bound` below (explicit, with its
+constants; the theorem states the order). Sources: the paper's Algorithms 1 and 2, a 2025 write-up
+of its proof (D. Davis, damek.github.io) and the authors' code (mrtzh/Ladder.jl). The parameter-free variant has no proven bound
 (the paper argues for it from experiments); it is at least as hard to climb in practice. The
 guarantee is about the one released value it governs: it says nothing of the other objectives or
 of detailed reports, which a guarded benchmark therefore releases only coarsely.
@@ -140,19 +141,21 @@ def ladder_release(
 
 def ladder_error_bound(n: int, k: int, step: float, beta: float = 0.05) -> float:
     """With probability 1 - beta, the fixed-step Ladder's leaderboard error on n rows over k
-    submissions, for losses in [0, 1], against any adaptive submitter: eps + step, where
+    submissions, for a loss that is a mean of per-row losses in [0, 1], against any adaptive
+    submitter: eps + step, where
 
-        eps = sqrt((ln(2k / beta) + (1/step + 1) ln(k (1/step + 1))) / (2n))
+        eps = sqrt((B ln 2 + ln(2 / beta)) / (2n)),   B = (1/step + 2) log2(4k / step)
 
-    (Hoeffding for each of k submissions, union bound over the at most (k (1/step + 1))^(1/step + 1)
-    transcripts the ladder can show; Blum & Hardt 2015, proof of Theorem 3.1)."""
+    B is the number of bits that name any submission the submitter can make after seeing the
+    ladder (Claim 3.2 in the proof of Theorem 3.1): Hoeffding for each of those 2^B classifiers and
+    a union bound give eps. The added step is ours: a released value is off by at most half a step
+    of rounding, and a refused candidate was at most one step better than what was released."""
     if n < 1 or k < 1 or not 0 < beta < 1:
         raise ValueError(f"the bound needs n >= 1, k >= 1 and 0 < beta < 1 (n={n}, k={k}, beta={beta}).")
     if not step > 0:
         raise ValueError(f"the step must be a positive number, not {step!r}.")
-    moves = 1.0 / step + 1.0
-    log_transcripts = moves * math.log(k * moves)
-    return math.sqrt((math.log(2 * k / beta) + log_transcripts) / (2 * n)) + step
+    bits = (1.0 / step + 2.0) * math.log2(4 * k / step)
+    return math.sqrt((bits * math.log(2) + math.log(2 / beta)) / (2 * n)) + step
 
 
 def default_step(n: int, k: int, beta: float = 0.05) -> float:

@@ -2,12 +2,15 @@ import hashlib
 import uuid
 from datetime import timedelta
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from leaderboard.holdout_split import DEFAULT_PUBLIC_FRACTION
+from leaderboard.ladder import VARIANTS
 from leaderboard.objectives import OBJECTIVES
 from leaderboard.ranking import parse_constraints
 
@@ -38,6 +41,14 @@ def presets_problems(presets, keys: list[str]) -> list[str]:
 
 def default_bootstrap_resamples() -> int:
     return settings.HOLDOUT_BOOTSTRAP_RESAMPLES
+
+
+class HoldoutPolicy(models.TextChoices):
+    OPEN = "open"
+    GUARDED = "guarded"
+
+
+LADDER_VARIANTS = [(variant, variant) for variant in VARIANTS]
 
 
 class Benchmark(models.Model):
@@ -81,6 +92,26 @@ class Benchmark(models.Model):
     daily_submission_quota = models.PositiveIntegerField(
         default=20, help_text="Submissions per person per UTC day; 0 means no limit. Staff are not limited."
     )
+    # The holdout policy (issue 13). Open: every objective and report is released. Guarded: the
+    # test rows are split once into a public part, on which everything a submitter sees is
+    # computed and released through the Ladder (leaderboard/ladder.py), and a private part kept for
+    # the final standings when the owner closes the benchmark.
+    holdout_policy = models.CharField(max_length=8, choices=HoldoutPolicy.choices, default=HoldoutPolicy.OPEN)
+    public_fraction = models.FloatField(default=DEFAULT_PUBLIC_FRACTION)
+    # Positions (little-endian int64, in the stored test table's order) of the public rows, drawn at
+    # creation (leaderboard/holdout_split.py) and never redrawn; empty on an open benchmark.
+    public_rows = models.BinaryField(null=True, blank=True, editable=False)
+    ladder_variant = models.CharField(max_length=16, choices=LADDER_VARIANTS, default="parameter-free")
+    ladder_step = models.FloatField(
+        null=True, blank=True, help_text="The fixed-step Ladder's step; empty: the step its error bound is smallest at."
+    )
+    final_selections = models.PositiveIntegerField(
+        default=2, help_text="Submissions each submitter picks for the private board; 0: all of them count."
+    )
+    holdout_budget = models.PositiveIntegerField(
+        default=0, help_text="Releases of new information (Ladder steps, reports) per submitter; 0: no cap."
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -101,6 +132,15 @@ class Benchmark(models.Model):
     @property
     def primary_objective(self):
         return OBJECTIVES[self.primary_metric]
+
+    @property
+    def is_guarded(self) -> bool:
+        return self.holdout_policy == HoldoutPolicy.GUARDED
+
+    @property
+    def public_positions(self) -> np.ndarray:
+        """The public rows' positions in the test table; empty on an open benchmark."""
+        return np.frombuffer(bytes(self.public_rows or b""), dtype="<i8")
 
 
 class Submission(models.Model):
@@ -161,6 +201,9 @@ class Submission(models.Model):
     # float32, one row per key in resample_keys, one column per resample (NaN where undefined).
     resamples = models.BinaryField(null=True, blank=True)
     resample_keys = models.JSONField(default=list, blank=True)
+    # On a guarded benchmark, what the Ladder released when it succeeded (leaderboard/releases.py):
+    # {"primary": {"metric", "value", "improved", "reason", "threshold", "steps"}}; empty when open.
+    released = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -193,6 +236,28 @@ class Submission(models.Model):
 
     def next_deadline(self):
         return timezone.now() + timedelta(seconds=self.benchmark.time_limit_seconds)
+
+
+class LadderEntry(models.Model):
+    """One submitter's Ladder on a guarded benchmark: the value released and how often it moved."""
+
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="ladders")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ladders")
+    target = models.CharField(max_length=16, default="primary")  # what it releases: the primary metric
+    best = models.FloatField(null=True, blank=True)
+    best_submission = models.ForeignKey(
+        "Submission", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    steps = models.PositiveIntegerField(default=0)
+    submissions = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["benchmark", "owner", "target"], name="one_ladder_per_submitter_target")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} ladder of {self.owner} on {self.benchmark.slug}"
 
 
 class Report(models.Model):

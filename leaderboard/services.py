@@ -28,9 +28,11 @@ from django.utils.text import slugify
 from evaluators.artifacts import ArtifactRejected, inspect_artifact
 from leaderboard.errors import IdempotencyKeyReused, QuotaExceeded, Rejected
 from leaderboard.holders import HEARTBEAT_STALE_SECONDS, holder_dead, holder_describe
+from leaderboard.holdout_split import DEFAULT_PUBLIC_FRACTION, public_rows
 from leaderboard.metadata import metadata_canonical, metadata_check, request_fingerprint
-from leaderboard.models import ApiToken, Benchmark, Report, Submission
+from leaderboard.models import ApiToken, Benchmark, HoldoutPolicy, Report, Submission
 from leaderboard.objectives import TASKS, default_presets, evaluators_applying, objective_keys, performance_keys
+from leaderboard.releases import primary_release
 from leaderboard.selectors import QuotaUsage, submission_quota_usage
 from leaderboard.tables import table_read, table_to_parquet
 
@@ -70,6 +72,8 @@ def benchmark_create(
     description: str = "",
     time_limit_seconds: int | None = None,
     daily_submission_quota: int | None = None,
+    holdout_policy: str = HoldoutPolicy.OPEN,
+    public_fraction: float | None = None,
     created_by=None,
 ) -> Benchmark:
     """Validate the spec against both splits, then store the benchmark; nothing is kept on error.
@@ -86,6 +90,7 @@ def benchmark_create(
         raise Rejected("name is required.", field="name")
     if task not in TASKS:
         raise Rejected(f"unknown task '{task}'; use one of: {', '.join(TASKS)}.", field="task")
+    holdout_policy, public_fraction = _holdout_policy_check(holdout_policy, public_fraction)
     for data, field in ((train_data, "train_data"), (test_data, "test_data")):
         if len(data) > settings.HOLDOUT_MAX_DATASET_BYTES:
             raise Rejected(
@@ -133,6 +138,11 @@ def benchmark_create(
         created_by=created_by,
         **spec,
     )
+    benchmark.holdout_policy, benchmark.public_fraction = holdout_policy, public_fraction
+    if holdout_policy == HoldoutPolicy.GUARDED:
+        benchmark.public_rows = _public_rows_draw(
+            test, spec, task=task, fraction=public_fraction, seed=benchmark.bootstrap_seed
+        )
     if time_limit_seconds:
         benchmark.time_limit_seconds = time_limit_seconds
     if daily_submission_quota is not None:
@@ -153,6 +163,40 @@ def benchmark_create(
         raise
     benchmark.creation_warnings = warnings
     return benchmark
+
+
+def _holdout_policy_check(policy, fraction) -> tuple[str, float]:
+    policy = (policy or HoldoutPolicy.OPEN).strip()
+    if policy not in HoldoutPolicy.values:
+        raise Rejected(
+            f"holdout policy '{policy}' is not one of {', '.join(HoldoutPolicy.values)}: 'open' releases every "
+            "score, 'guarded' splits the test rows into a public and a private part.",
+            field="holdout_policy",
+        )
+    if fraction is None:
+        return policy, DEFAULT_PUBLIC_FRACTION
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.05 <= fraction <= 0.95:
+        raise Rejected(
+            f"public fraction {fraction!r} is not a number from 0.05 to 0.95 (the share of test rows shown "
+            f"during the competition; default {DEFAULT_PUBLIC_FRACTION}).",
+            field="public_fraction",
+        )
+    return policy, float(fraction)
+
+
+def _public_rows_draw(test: pd.DataFrame, spec: dict, *, task: str, fraction: float, seed: int) -> bytes:
+    try:
+        positions = public_rows(
+            test,
+            target_column=spec["target_column"],
+            task=task,
+            time_column=spec["time_column"],
+            fraction=fraction,
+            seed=seed,
+        )
+    except ValueError as error:
+        raise Rejected(str(error), field="public_fraction") from None
+    return positions.astype("<i8").tobytes()
 
 
 def _split_overlap_warnings(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -737,6 +781,8 @@ def submission_succeed(submission: Submission) -> None:
         locked = Submission.objects.select_for_update().get(pk=submission.pk)
         if locked.is_finished or _taken_over(locked, submission):
             return
+        if locked.benchmark.is_guarded and not locked.is_baseline:
+            locked.released = {"primary": primary_release(locked)}
         locked.status = Submission.Status.SUCCEEDED
         locked.stage = "done"
         locked.progress = 1.0

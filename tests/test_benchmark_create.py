@@ -276,3 +276,76 @@ def test_the_admin_shows_the_copied_rows_warning(client, user):
     assert response.status_code == 200
     shown = [str(message) for message in response.context["messages"]]
     assert any(message.startswith(LEAK_WARNING) for message in shown), shown
+
+
+def guarded_frames(rows: int = 200):
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"x": rng.normal(size=rows), "group": rng.choice(["a", "b"], rows)})
+    frame["y"] = (rng.random(rows) < 0.25).astype(int)
+    return frame.iloc[: rows // 2], frame.iloc[rows // 2 :]
+
+
+def test_a_guarded_benchmark_draws_its_public_part_once_and_stores_it(db):
+    train, test = guarded_frames()
+    benchmark = create(train_data=csv_bytes(train), test_data=csv_bytes(test), holdout_policy="guarded")
+    stored = Benchmark.objects.get(pk=benchmark.pk)
+    public = stored.public_positions
+    assert stored.is_guarded and stored.public_fraction == 0.3 and len(public) == 30
+    labels = test["y"].to_numpy()
+    assert abs(labels[public].mean() - labels.mean()) <= 1 / 30, "stratified by the target"
+    assert open_benchmark_positions() == 0
+
+
+def open_benchmark_positions() -> int:
+    benchmark = create(slug="open-toy")
+    assert not benchmark.is_guarded and benchmark.holdout_policy == "open"
+    return len(benchmark.public_positions)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"holdout_policy": "secret"}, "is not one of open, guarded"),
+        ({"holdout_policy": "guarded", "public_fraction": 0.99}, "from 0.05 to 0.95"),
+        ({"holdout_policy": "guarded", "public_fraction": 0.1}, "leaves one side empty"),
+    ],
+)
+def test_a_holdout_policy_that_cannot_be_made_says_why(db, overrides, message):
+    with pytest.raises(Rejected, match=message) as caught:
+        create(**overrides)  # three test rows: a tenth of them is no row at all
+    assert caught.value.field in ("holdout_policy", "public_fraction")
+    assert not Benchmark.objects.exists()
+
+
+def test_the_command_and_the_api_create_guarded_benchmarks(db, tmp_path, api_client, user):
+    train, test = guarded_frames()
+    (tmp_path / "train.csv").write_bytes(csv_bytes(train))
+    (tmp_path / "test.csv").write_bytes(csv_bytes(test))
+    out = io.StringIO()
+    call_command(
+        "create_benchmark", "toy", "--name", "Toy", "--task", "binary", "--target", "y",
+        "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
+        "--holdout-policy", "guarded", "--public-fraction", "0.4", stdout=out,
+    )
+    assert "Guarded: 40 public test rows (40%)" in out.getvalue() and "60 private rows" in out.getvalue()
+    user.is_staff = True
+    user.save()
+    payload = api_payload(
+        slug="toy-api",
+        train_data=upload("train.csv", csv_bytes(train)),
+        test_data=upload("test.csv", csv_bytes(test)),
+        holdout_policy="guarded",
+    )
+    response = api_client.post("/api/v1/benchmarks/", payload, format="multipart")
+    assert response.status_code == 201, response.json()
+    holdout = response.json()["holdout"]
+    assert holdout["policy"] == "guarded" and holdout["public_rows"] == 30 and holdout["private_rows"] == 70
+    assert holdout["ladder"] == "parameter-free" and holdout["final_selections"] == 2 and holdout["budget_cap"] is None
+    opened = api_client.get("/api/v1/benchmarks/toy/").json()["holdout"]
+    assert opened["public_rows"] == 40
+    refused = api_client.post(
+        "/api/v1/benchmarks/", api_payload(slug="toy-bad", holdout_policy="secret"), format="multipart"
+    )
+    assert refused.status_code == 400 and "holdout_policy" in refused.json()

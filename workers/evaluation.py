@@ -261,8 +261,13 @@ def _enabled_evaluators(benchmark: Benchmark, *, queue: str) -> list[Evaluator]:
 
 
 def _test_set(benchmark: Benchmark) -> pd.DataFrame:
+    """The rows a submission is evaluated on: on a guarded benchmark its public part only, so the
+    model never sees the private rows and nothing a submitter is shown can depend on them."""
     with benchmark.test_data.open("rb") as handle:
-        return table_from_parquet(handle.read())
+        test = table_from_parquet(handle.read())
+    if not benchmark.is_guarded:
+        return test
+    return test.iloc[benchmark.public_positions].reset_index(drop=True)
 
 
 def _evaluation_input(submission: Submission, test: pd.DataFrame) -> EvaluationInput:

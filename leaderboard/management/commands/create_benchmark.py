@@ -24,6 +24,13 @@ class Command(BaseCommand):
         parser.add_argument("--primary-metric", default="")
         parser.add_argument("--description", default="")
         parser.add_argument("--time-limit", type=int, default=None, help="seconds per evaluation")
+        parser.add_argument(
+            "--holdout-policy",
+            default="open",
+            choices=["open", "guarded"],
+            help="open: every score released; guarded: a public part shown through the Ladder, a private part kept",
+        )
+        parser.add_argument("--public-fraction", type=float, default=None, help="guarded: share of test rows shown (0.3)")
 
     def handle(self, *args, **options):
         files = {}
@@ -49,6 +56,8 @@ class Command(BaseCommand):
                 primary_metric=options["primary_metric"],
                 description=options["description"],
                 time_limit_seconds=options["time_limit"],
+                holdout_policy=options["holdout_policy"],
+                public_fraction=options["public_fraction"],
             )
         except Rejected as rejection:
             raise CommandError(rejection.message) from None
@@ -56,5 +65,11 @@ class Command(BaseCommand):
             f"Created benchmark '{benchmark.slug}': {benchmark.train_rows} training rows, "
             f"{benchmark.test_rows} test rows, {len(benchmark.feature_columns)} features."
         )
+        if benchmark.is_guarded:
+            public = len(benchmark.public_positions)
+            self.stdout.write(
+                f"Guarded: {public} public test rows ({public / benchmark.test_rows:.0%}) shown through the "
+                f"{benchmark.ladder_variant} Ladder; {benchmark.test_rows - public} private rows kept for the final standings."
+            )
         for warning in benchmark.creation_warnings:
             self.stdout.write(self.style.WARNING(f"Warning: {warning}"))
