@@ -533,11 +533,14 @@ def test_a_busy_process_sharing_the_pinned_cpu_is_left_out_of_the_times(affinity
         busy.kill()
         busy.wait()
     # The competitor's time slices land in the calls' wall time, and the on-core times leave them out.
-    # (How many calls it lands in varies with the scheduler: 23 of 60 was seen on a busy machine.)
-    assert loaded["share_of_wall"] > 0.2 and loaded["calls"] > loaded["of_calls"] / 4
+    # How many calls it lands in varies with the scheduler (13 to 30 of 60 seen); some must, or
+    # the test shows nothing.
+    assert loaded["share_of_wall"] > 0.1 and loaded["calls"] >= 5
     # Sharing a CPU also costs caches, so the work itself runs somewhat slower; the competitor's
-    # slices (about half the wall time) are what must be left out.
-    assert np.median(loaded_on_core) < 0.75 * np.median(loaded_walls)
+    # slices are what must be left out. Means, not medians: when it lands in fewer than half the
+    # calls, the median call is one it missed. In 13 of 60 calls at twice their time, the on-core
+    # mean is 0.82 of the wall mean.
+    assert np.mean(loaded_on_core) < 0.9 * np.mean(loaded_walls)
     assert np.median(loaded_on_core) < 1.6 * np.median(quiet_on_core)
     assert (loaded_on_core <= loaded_walls).all() and (quiet_on_core <= quiet_walls).all()
 
