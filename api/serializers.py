@@ -20,6 +20,7 @@ from leaderboard.metadata import (
     metadata_parse,
 )
 from leaderboard.services import MAX_NAME_LENGTH
+from leaderboard.withholding import released_intervals, released_metrics, withheld_keys
 
 MAX_DESCRIPTION_LENGTH = 5000
 
@@ -266,6 +267,9 @@ class SubmissionSerializer(serializers.ModelSerializer):
     report_errors = serializers.SerializerMethodField()
     artifact = serializers.SerializerMethodField()
     standing = serializers.SerializerMethodField()
+    metrics = serializers.SerializerMethodField()
+    intervals = serializers.SerializerMethodField()
+    withheld = serializers.SerializerMethodField()
 
     class Meta:
         model = Submission
@@ -288,6 +292,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "metrics",
             "intervals",
             "released",
+            "withheld",
             "standing",
             "reports",
             "report_errors",
@@ -299,6 +304,23 @@ class SubmissionSerializer(serializers.ModelSerializer):
 
     def get_url(self, submission) -> str:
         return _absolute(self.context.get("request"), reverse("api-submission-detail", args=[submission.id]))
+
+    @extend_schema_field(serializers.DictField(child=serializers.FloatField(allow_null=True)))
+    def get_metrics(self, submission) -> dict:
+        """{objective: value}. On a guarded benchmark before it closes, what was released: the primary
+        metric through the submitter's Ladder (see `released`), the other objectives computed from the
+        test labels rounded to the benchmark's release resolution (listed in `withheld`)."""
+        return released_metrics(submission)
+
+    @extend_schema_field(serializers.DictField(child=serializers.ListField(child=serializers.FloatField())))
+    def get_intervals(self, submission) -> dict:
+        """{objective: [low, high]} 95% intervals; on a guarded benchmark before it closes, only of the
+        objectives that do not read the test labels."""
+        return released_intervals(submission)
+
+    def get_withheld(self, submission) -> list[str]:
+        """The objectives whose exact value is withheld (guarded benchmark, before it closes); [] otherwise."""
+        return withheld_keys(submission)
 
     def get_web_url(self, submission) -> str:
         return _absolute(self.context.get("request"), submission.get_absolute_url())

@@ -30,6 +30,7 @@ from api.serializers import (
     comparison_document,
     gates_document,
 )
+from leaderboard.withholding import report_shown
 from leaderboard.boards import MAX_PAGE_SIZE, METHODS, board_get, board_query_parse
 from leaderboard.comparisons import paired_differences
 from leaderboard.errors import Rejected
@@ -257,7 +258,7 @@ class ReportDetailView(APIView):
         }
     )
     def get(self, request, pk, name):
-        report = get_object_or_404(Report, submission_id=pk, evaluator=name)
+        report = report_shown(get_object_or_404(Report.objects.select_related("submission__benchmark"), submission_id=pk, evaluator=name))
         return Response(
             {
                 "evaluator": report.evaluator,

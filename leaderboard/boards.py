@@ -15,6 +15,8 @@ from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Submission
 from leaderboard.objectives import OBJECTIVES_IN_ORDER, Objective
 from leaderboard.ranking import Constraint, ObjectiveSpec, RankedBoard, parse_constraints, rank_board
+from leaderboard.released_board import ReleasedColumns, by_released_utility, released_columns
+from leaderboard.withholding import withholding_in_force
 
 METHODS = ("utility", "dynascore", "winrate")
 PAGE_SIZE = 50
@@ -227,6 +229,16 @@ def _first_defined(*values):
     return next((value for value in values if value is not None), None)
 
 
+def _columns_and_bounds(benchmark: Benchmark, objectives: list[Objective]) -> tuple[BoardColumns, dict]:
+    """The rows the board ranks and the utility bounds. The bounds come from the baselines' measured
+    values and the settings whatever the board shows, so a guarded board's released scores and
+    its Ladders use the same ones."""
+    keys = [objective.key for objective in objectives]
+    measured = board_columns(benchmark, keys)
+    bounds = objective_bounds(benchmark, objectives, measured.values[measured.baseline])
+    return (released_columns(benchmark, keys) if withholding_in_force(benchmark) else measured), bounds
+
+
 def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
     objectives = benchmark_objectives(benchmark)
     if query.method == "dynascore" and not query.weights.get(benchmark.primary_metric):
@@ -235,8 +247,7 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
             f"give {benchmark.primary_metric} a weight above zero.",
             field="weights",
         )
-    columns = board_columns(benchmark, [objective.key for objective in objectives])
-    bounds = objective_bounds(benchmark, objectives, columns.values[columns.baseline])
+    columns, bounds = _columns_and_bounds(benchmark, objectives)
     if not columns.ids:
         return Board(benchmark, query, objectives, bounds, [], 0, [], [], 0, 0)
     ranked, order = _ranked(benchmark, query, objectives, bounds, columns)
@@ -262,16 +273,8 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
     )
 
 
-def _ranked(
-    benchmark, query, objectives, bounds, columns: BoardColumns, *, row: int | None = None
-) -> tuple[RankedBoard, list[int]]:
-    """The board ranked by the query, and the order of the rows it lists (the Pareto set alone if asked).
-
-    Ranks, rank intervals, ties and score intervals are computed for the requested page, or for
-    `row` alone when given (their cost grows with the rows they cover), so a single row's standing
-    first finds its position from the point scores.
-    """
-    specs = [
+def objective_specs(objectives: list[Objective], bounds: dict) -> list[ObjectiveSpec]:
+    return [
         ObjectiveSpec(
             key=o.key,
             higher_is_better=o.higher_is_better,
@@ -283,6 +286,18 @@ def _ranked(
         )
         for o in objectives
     ]
+
+
+def _ranked(
+    benchmark, query, objectives, bounds, columns: BoardColumns, *, row: int | None = None
+) -> tuple[RankedBoard, list[int]]:
+    """The board ranked by the query, and the order of the rows it lists (the Pareto set alone if asked).
+
+    Ranks, rank intervals, ties and score intervals are computed for the requested page, or for
+    `row` alone when given (their cost grows with the rows they cover), so a single row's standing
+    first finds its position from the point scores.
+    """
+    specs = objective_specs(objectives, bounds)
     weights = np.array([query.weights.get(o.key, 0.0) for o in objectives])
     unbounded = [o.key for o, w in zip(objectives, weights) if w > 0 and None in bounds[o.key]]
     if query.method == "utility" and unbounded:
@@ -301,7 +316,7 @@ def _ranked(
             position = np.flatnonzero(points.order == row)
             window = (int(position[0]), int(position[0]) + 1) if len(position) else (0, 0)
         # The Pareto flags need every row's resamples, whichever rows the window holds.
-        resamples = [
+        resamples = None if isinstance(columns, ReleasedColumns) else [
             columns.resamples(benchmark, o.key) if weight > 0 else None for o, weight in zip(objectives, weights)
         ]
         ranked = rank_board(
@@ -315,8 +330,16 @@ def _ranked(
         )
     except ValueError as error:
         raise Rejected(str(error), field="weights") from None
+    if isinstance(columns, ReleasedColumns) and _is_default(query, benchmark):
+        return by_released_utility(ranked, columns, query.pareto_only and row is None)
     order = [row for row in ranked.order if ranked.pareto[row]] if query.pareto_only else list(ranked.order)
     return ranked, order
+
+
+def _is_default(query: BoardQuery, benchmark: Benchmark) -> bool:
+    """The query ranks as the default board does (the page it asks for aside)."""
+    default = board_query_parse({}, benchmark)
+    return (query.weights, query.method, query.constraints_text) == (default.weights, default.method, "")
 
 
 def _entry_maker(ranked: RankedBoard, columns: BoardColumns, rows: set[int]):
@@ -340,7 +363,7 @@ def _entry_maker(ranked: RankedBoard, columns: BoardColumns, rows: set[int]):
             score=None if math.isnan(ranked.scores[row]) else float(ranked.scores[row]),
             score_interval=None if np.isnan(interval).any() else [float(interval[0]), float(interval[1])],
             pareto=bool(ranked.pareto[row]),
-            metrics=metrics,
+            metrics=columns.shown[pk] if isinstance(columns, ReleasedColumns) else metrics,
             excluded_by=list(ranked.excluded[row]),
             unscored=ranked.unscored[row],
         )
@@ -372,12 +395,12 @@ def submission_standing(submission: Submission) -> Standing | None:
         return None
     benchmark = submission.benchmark
     objectives = benchmark_objectives(benchmark)
-    columns = board_columns(benchmark, [objective.key for objective in objectives])
+    columns, bounds = _columns_and_bounds(benchmark, objectives)
     try:
         row = columns.ids.index(submission.pk)
     except ValueError:
-        return None  # it succeeded after the columns were read
-    bounds = objective_bounds(benchmark, objectives, columns.values[columns.baseline])
+        # It succeeded after the columns were read, or (guarded) it is not its submitter's released best.
+        return None
     try:
         ranked, order = _ranked(benchmark, board_query_parse({}, benchmark), objectives, bounds, columns, row=row)
     except Rejected:

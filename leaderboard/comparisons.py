@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from leaderboard.withholding import reads_labels, released_metrics, withholding_in_force
 from leaderboard.boards import benchmark_objectives
 from leaderboard.errors import Rejected
 from leaderboard.models import Submission
@@ -40,6 +41,12 @@ class Comparison:
     resamples: int  # the benchmark's resamples per objective
     objectives: list[ObjectiveDifference]
 
+
+# A paired interval on a guarded benchmark's exact public figures would pin them.
+WITHHELD_NOTE = (
+    "guarded benchmark: the released values are compared (the primary metric as each submitter's Ladder released "
+    "it, the others rounded); the paired interval and its significance are withheld until the benchmark closes"
+)
 
 def submission_resamples(submission: Submission) -> dict[str, np.ndarray]:
     """{key: B float32 values on the benchmark's shared resamples}; a matrix stored for another
@@ -74,7 +81,9 @@ def _objective_difference(
     key: str, higher_is_better: bool, submission: Submission, reference: Submission, *sampled: dict
 ) -> ObjectiveDifference:
     sides = (submission, reference)
-    value, reference_value = points = tuple(side.metrics.get(key) for side in sides)
+    withheld = withholding_in_force(submission.benchmark) and reads_labels(key)
+    shown = [released_metrics(side) if withheld else side.metrics for side in sides]
+    value, reference_value = points = tuple(metrics.get(key) for metrics in shown)
     measured = None not in points
     exact = measured and all(key not in side.intervals and key not in found for side, found in zip(sides, sampled))
 
@@ -88,6 +97,10 @@ def _objective_difference(
         return compared(note=f"{key} was not measured for submission {missing}")
     sign = 1.0 if higher_is_better else -1.0
     difference = sign * (value - reference_value)
+    if withheld:
+        return ObjectiveDifference(
+            key, higher_is_better, value, reference_value, difference, None, None, False, 0, WITHHELD_NOTE
+        )
     if exact:
         return compared(difference, significant=difference != 0)
     unpaired = [side for side, found in zip(sides, sampled) if key not in found]

@@ -9,6 +9,7 @@ full precision; the renderers format numbers with `metric` (four significant dig
 
 from django.urls import reverse
 
+from leaderboard.withholding import report_shown
 from leaderboard.errors import Rejected
 from leaderboard.models import Report, Submission
 from leaderboard.objectives import OBJECTIVES
@@ -155,7 +156,7 @@ def _fairness_stored(submission: Submission) -> Report:
             submission, "evaluator-failed", f"The fairness evaluator failed on {submission.name}: {report.error}"
         )
     if report is not None:
-        return report
+        return report_shown(report)
     if not submission.is_finished:
         raise FairnessReportUnavailable(
             submission,

@@ -13,6 +13,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.text import slugify
 
+from leaderboard.withholding import report_shown
 from leaderboard.errors import Rejected
 from leaderboard.fairness_report import (
     EMPTY_GROUPINGS,
@@ -40,7 +41,7 @@ def fairness_report_page(request, pk):
         report = _report(submission)
     except _Refused as refused:
         return _refused_page(request, "fairness_report.html", refused)
-    stored = submission.reports.get(evaluator="fairness")
+    stored = report_shown(submission.reports.get(evaluator="fairness"))
     context = {
         "report": report,
         "submission": submission,

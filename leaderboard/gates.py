@@ -12,6 +12,7 @@ pipeline using curl and one using the CLI are told the same.
 
 from dataclasses import dataclass
 
+from leaderboard.withholding import reads_labels, released_metrics, withholding_in_force
 from leaderboard.boards import benchmark_objectives, objective_amounts_parse
 from leaderboard.comparisons import Comparison
 from leaderboard.errors import Rejected
@@ -48,6 +49,12 @@ class Verdict:
     reference_value: float | None = None
     difference: float | None = None  # regression: submission - reference in the objective's direction
 
+
+# A gate on a guarded benchmark is judged on what the submitter was shown.
+RELEASED_GATE_NOTE = (
+    "guarded benchmark: judged on the released value, the Ladder's for the primary metric and rounded for the "
+    "others; the exact public value and its interval are withheld until the benchmark closes"
+)
 
 def strict_parse(text: str | None) -> bool:
     word = (text or "").strip().lower()
@@ -127,15 +134,19 @@ def threshold_verdicts(submission: Submission, gates: list[Constraint], *, stric
 
 
 def _threshold_verdict(submission: Submission, gate: Constraint, *, strict: bool) -> Verdict:
-    key, value = gate.key, submission.metrics.get(gate.key)
+    key = gate.key
+    withheld = withholding_in_force(submission.benchmark) and reads_labels(key)
+    value = (released_metrics(submission) if withheld else submission.metrics).get(key)
     if value is None:
         return Verdict(
             str(gate), "threshold", key, False, None, None, gate.value, None, None, None, f"{key} was not measured", ""
         )
-    interval = submission.intervals.get(key)
-    exact = key not in submission.intervals and key not in (submission.resample_keys or [])
+    interval = None if withheld else submission.intervals.get(key)
+    exact = not withheld and key not in submission.intervals and key not in (submission.resample_keys or [])
     decision = _decide(value, interval, exact=exact, op=gate.op, limit=gate.value, strict=strict)
     reason = f"{key} is {_number(value)}" + (f", 95% interval {_interval_text(interval)}" if interval else "")
+    if withheld:
+        reason = f"released {reason} ({RELEASED_GATE_NOTE})"
     if exact:
         reason += " (exact)"
     side = "short by" if gate.op in (">=", ">") else "over by"

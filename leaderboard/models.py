@@ -243,7 +243,7 @@ class LadderEntry(models.Model):
 
     benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="ladders")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ladders")
-    target = models.CharField(max_length=16, default="primary")  # what it releases: the primary metric
+    target = models.CharField(max_length=16, default="primary")  # what it releases: "primary" or "utility" (default board)
     best = models.FloatField(null=True, blank=True)
     best_submission = models.ForeignKey(
         "Submission", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

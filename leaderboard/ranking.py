@@ -202,6 +202,27 @@ def rank_board(
     )
 
 
+def utility_samples(
+    values: np.ndarray, objectives: list[ObjectiveSpec], weights: np.ndarray, *, primary: str, resamples=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The utility score of each row, as a point and on each resample: ((n,), (n x B)), B = 1 without
+    resamples; NaN where a weighted value is missing. The same computation rank_board ranks by,
+    for a caller that needs one row's scores on their own (the Ladder on the default board)."""
+    values = np.asarray(values, dtype=float)
+    weights = np.asarray(weights, dtype=float)
+    resamples = _resample_columns(resamples, values)
+    _check_inputs(values, objectives, weights, resamples, 0.95, None)
+    used = np.flatnonzero(weights > 0)
+    weighted = _weighted(objectives, weights, used, primary)
+    _check_method("utility", weighted, [objective.key for objective in objectives], primary)
+    rows = np.arange(len(values))
+    points = _utility_scores([column[None, :] for column in values[:, used].T], weighted)[:, 0]
+    if resamples is None:
+        return points, points[:, None]
+    samples = _utility_scores(_absent_where_incomplete([_by_resample(resamples[c], rows) for c in used]), weighted)
+    return points, samples
+
+
 def parse_constraints(text: str, known_keys, *, what: str = "constraint") -> list[Constraint]:
     """`latency_p99_ms<=10,demographic_parity_difference<=0.1` -> constraints, refusing what it cannot read.
 

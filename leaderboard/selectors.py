@@ -11,6 +11,16 @@ from django.core.cache import cache
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from leaderboard.withholding import (
+    coarse_document,
+    release_resolution,
+    released_intervals,
+    released_metrics,
+    released_tag,
+    report_shown,
+    withheld_keys,
+    withholding_in_force,
+)
 from leaderboard.boards import benchmark_objectives
 from leaderboard.models import Benchmark, Report, Submission
 from leaderboard.tables import table_from_parquet
@@ -96,13 +106,14 @@ def submission_sections(submission: Submission) -> list[SubmissionSection]:
     benchmark = submission.benchmark
     reports = {report.evaluator: report for report in submission.reports.all()}
     objectives = benchmark_objectives(benchmark)
+    metrics, intervals = released_metrics(submission), released_intervals(submission)
     sections = []
     for evaluator in dict.fromkeys(["performance", *benchmark.evaluators]):
         report = reports.get(evaluator)
         rows = [
-            {"objective": o, "value": submission.metrics.get(o.key), "interval": submission.intervals.get(o.key)}
+            {"objective": o, "value": metrics.get(o.key), "interval": intervals.get(o.key)}
             for o in objectives
-            if o.evaluator == evaluator and o.key in submission.metrics
+            if o.evaluator == evaluator and o.key in metrics
         ]
         if report is None:
             state = "pending"
@@ -136,7 +147,7 @@ def submission_charts(submission: Submission) -> SubmissionCharts:
     """The charts of a submission's reports; each is drawn once per report and then cached."""
     from leaderboard import charts  # matplotlib is loaded by the pages that draw, not by every process
 
-    reports = {report.evaluator: report for report in submission.reports.all() if not report.error}
+    reports = {report.evaluator: report_shown(report) for report in submission.reports.all() if not report.error}
     fairness = reports.get("fairness")
     by_grouping = fairness_group_charts(fairness, submission.benchmark.primary_metric) if fairness else {}
     latency = reports.get("latency")
@@ -174,7 +185,7 @@ def report_chart(report, name: str, draw, *arguments):
     """`draw(report.document, *arguments)`, kept in the cache: a stored report never changes."""
     if report is None:
         return None
-    key = f"chart:v1:{report.pk}:{report.created_at.timestamp()}:{name}"
+    key = f"chart:v1:{report.pk}:{report.created_at.timestamp()}:{released_tag(report.submission.benchmark)}:{name}"
     found = cache.get(key)
     if found is None:
         try:
@@ -206,8 +217,9 @@ def submission_reports_export(submission: Submission) -> dict:
                 "sha256": submission.artifact_sha256,
             },
             "metadata": submission.metadata,
-            "metrics": submission.metrics,
-            "intervals": submission.intervals,
+            "metrics": released_metrics(submission),
+            "intervals": released_intervals(submission),
+            "withheld": withheld_keys(submission),
         },
         "reports": {
             report.evaluator: {
@@ -217,13 +229,14 @@ def submission_reports_export(submission: Submission) -> dict:
                 "intervals": report.intervals,
                 "document": report.document,
             }
-            for report in submission.reports.order_by("created_at")
+            for report in map(report_shown, submission.reports.order_by("created_at"))
         },
     }
 
 
-def decay_series(entries, limit: int = 5) -> list[tuple[str, dict]]:
-    """The decay documents of the first `limit` listed submissions that have one, for an overlay."""
+def decay_series(benchmark: Benchmark, entries, limit: int = 5) -> list[tuple[str, dict]]:
+    """The decay documents of the first `limit` listed submissions that have one, for an overlay
+    (released coarsely while a guarded benchmark is open)."""
     ids = [entry.submission["id"] for entry in entries[: 4 * limit]]
     documents = dict(
         Report.objects.filter(submission_id__in=ids, evaluator="decay", error="").values_list(
@@ -233,6 +246,8 @@ def decay_series(entries, limit: int = 5) -> list[tuple[str, dict]]:
     series = []
     for entry in entries[: 4 * limit]:
         document = documents.get(UUID(entry.submission["id"]))
+        if document and withholding_in_force(benchmark):
+            document = coarse_document(document, release_resolution(benchmark))
         if document and document.get("windows"):
             series.append((f"#{entry.rank} {entry.submission['name']}", document))
     return series[:limit]

@@ -32,7 +32,7 @@ from leaderboard.holdout_split import DEFAULT_PUBLIC_FRACTION, public_rows
 from leaderboard.metadata import metadata_canonical, metadata_check, request_fingerprint
 from leaderboard.models import ApiToken, Benchmark, HoldoutPolicy, Report, Submission
 from leaderboard.objectives import TASKS, default_presets, evaluators_applying, objective_keys, performance_keys
-from leaderboard.releases import primary_release
+from leaderboard.releases import submission_releases
 from leaderboard.selectors import QuotaUsage, submission_quota_usage
 from leaderboard.tables import table_read, table_to_parquet
 
@@ -782,7 +782,7 @@ def submission_succeed(submission: Submission) -> None:
         if locked.is_finished or _taken_over(locked, submission):
             return
         if locked.benchmark.is_guarded and not locked.is_baseline:
-            locked.released = {"primary": primary_release(locked)}
+            locked.released = submission_releases(locked)
         locked.status = Submission.Status.SUCCEEDED
         locked.stage = "done"
         locked.progress = 1.0

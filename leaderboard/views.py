@@ -104,7 +104,7 @@ def _board_charts(benchmark: Benchmark, board, params) -> dict:
             context["scatter"] = charts.pareto_chart(board_points(board, x, y), x, y)
         except (Rejected, ValueError) as problem:
             context["scatter_error"] = str(getattr(problem, "message", problem))
-    series = decay_series(board.entries)
+    series = decay_series(benchmark, board.entries)
     if series:
         context["decay_overlay"] = charts.decay_overlay_chart(series)
     return context

@@ -5,7 +5,8 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from leaderboard.holdout_split import public_rows
-from leaderboard.models import Benchmark
+from leaderboard.models import Benchmark, Submission
+from leaderboard.withholding import release_resolution
 from leaderboard.tables import table_from_parquet
 from tests.conftest import baseline_named
 from tests.test_evaluation import submit_over_http, wait_until_finished
@@ -44,10 +45,24 @@ def test_a_guarded_benchmark_evaluates_the_public_rows_only(
     labels, probabilities = session.run(None, onnx_inputs(public[benchmark.feature_columns]))
     y = public[benchmark.target_column].to_numpy()
     positive = probabilities.astype(np.float64)[:, benchmark.class_labels.index(">50K")]
-    assert body["metrics"]["accuracy"] == accuracy_score(y, labels), "the public rows' accuracy, not the whole set's"
-    assert body["metrics"]["roc_auc"] == pytest.approx(roc_auc_score(y == ">50K", positive), rel=1e-12)
+    stored = Submission.objects.get(pk=body["id"])
+    assert stored.metrics["accuracy"] == accuracy_score(y, labels), "the public rows' accuracy, not the whole set's"
+    assert stored.metrics["roc_auc"] == pytest.approx(roc_auc_score(y == ">50K", positive), rel=1e-12)
+    # What the submitter is shown: the Ladder's first release (the accuracy on the 1/600 grid), the rest rounded.
+    assert body["metrics"]["accuracy"] == body["released"]["primary"]["value"]
+    assert body["metrics"]["accuracy"] == pytest.approx(round(stored.metrics["accuracy"] * 600) / 600)
+    resolution = release_resolution(benchmark)
+    for key in body["withheld"]:
+        if key != "accuracy" and body["metrics"][key] is not None:
+            assert body["metrics"][key] == pytest.approx(round(body["metrics"][key] / resolution) * resolution)
+    assert {"accuracy", "roc_auc", "log_loss", "demographic_parity_difference"} <= set(body["withheld"])
+    assert not set(body["intervals"]) & set(body["withheld"])
     report = requests_json(body["reports"]["performance"])
     assert report["document"]["rows"] == len(public)
+    assert "resample_values" not in report["document"]
+    fairness = requests_json(body["reports"]["fairness"])["document"]
+    small = [group for grouping in fairness["groupings"] for group in grouping["groups"] if group["count"] < 50]
+    assert small and all(group["withheld"] and group["metrics"]["accuracy"]["value"] is None for group in small)
 
 
 def requests_json(url: str) -> dict:
@@ -92,7 +107,7 @@ def test_the_ladder_releases_a_new_score_only_beyond_one_standard_error_per_subm
 
     other = get_user_model().objects.create_user("bob", "bob@example.com", "another horse battery")
     assert ladder_submission(benchmark, other, model, "d", 0.805, shared, 0.001, rng)["improved"], "a ladder each"
-    entry = LadderEntry.objects.get(benchmark=benchmark, owner=user)
+    entry = LadderEntry.objects.get(benchmark=benchmark, owner=user, target="primary")
     assert (entry.steps, entry.submissions, entry.best) == (2, 3, pytest.approx(0.81))
 
 
