@@ -6,7 +6,7 @@ from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from api.limits import is_api, refusal, unreadable_body
-from leaderboard.errors import IdempotencyKeyReused, QuotaExceeded, Rejected
+from leaderboard.errors import HoldoutBudgetSpent, IdempotencyKeyReused, QuotaExceeded, Rejected
 
 
 class QuotaExhausted(exceptions.APIException):
@@ -37,6 +37,13 @@ class KeyReused(exceptions.APIException):
         self.submission = str(error.submission_id)
 
 
+class Conflict(exceptions.APIException):
+    """409: the request is well formed but the benchmark's state refuses it (a spent holdout budget)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
 class BodyRefused(exceptions.APIException):
     """A body Django would not parse (too large, too many fields): 413 or 400 with the limit."""
 
@@ -55,6 +62,8 @@ def exception_handler(error, context):
         error = QuotaExhausted(error)
     elif isinstance(error, IdempotencyKeyReused):
         error = KeyReused(error)
+    elif isinstance(error, HoldoutBudgetSpent):
+        error = Conflict(error.message)
     elif isinstance(error, Rejected):
         error = exceptions.ValidationError({error.field or "detail": [error.message]})
     response = drf_exception_handler(error, context)

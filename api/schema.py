@@ -44,6 +44,11 @@ PAYLOAD_TOO_LARGE = OpenApiResponse(
     description="The body is larger than this endpoint accepts (refused from Content-Length before it is read), "
     "or its form fields other than files are over Django's DATA_UPLOAD_MAX_MEMORY_SIZE; the message says the limit.",
 )
+HOLDOUT_BUDGET_SPENT = OpenApiResponse(
+    ErrorSerializer,
+    description="A guarded benchmark's holdout budget is spent: the submitter has had as many releases of "
+    "information (Ladder steps and reports) as its owner allows; the message counts them.",
+)
 IDEMPOTENCY_KEY_REUSED = OpenApiResponse(
     inline_serializer(
         "IdempotencyKeyReused",

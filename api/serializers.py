@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from leaderboard.boards import Standing, submission_standing
+from leaderboard.budget import holdout_budget
 from leaderboard.models import Benchmark, HoldoutPolicy, Submission
 from leaderboard.objectives import TASKS
 from leaderboard.selectors import benchmark_objectives
@@ -258,6 +259,17 @@ def standing_document(standing: Standing | None) -> dict | None:
     }
 
 
+class HoldoutBudgetSerializer(serializers.Serializer):
+    """Releases of information about a guarded benchmark's hidden rows its submitter has had."""
+
+    used = serializers.IntegerField(help_text="Ladder steps plus reports released.")
+    ladder_steps = serializers.DictField(child=serializers.IntegerField(), help_text="{primary, utility}: moves.")
+    reports = serializers.IntegerField(help_text="Succeeded submissions whose (coarse) reports were released.")
+    pending = serializers.IntegerField(help_text="Submissions still being evaluated: each will release its reports.")
+    cap = serializers.IntegerField(allow_null=True, help_text="The benchmark's cap per submitter; null: none.")
+    left = serializers.IntegerField(allow_null=True, help_text="cap - used - pending; null without a cap.")
+
+
 class SubmissionSerializer(serializers.ModelSerializer):
     benchmark = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
@@ -270,6 +282,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
     metrics = serializers.SerializerMethodField()
     intervals = serializers.SerializerMethodField()
     withheld = serializers.SerializerMethodField()
+    holdout_budget = serializers.SerializerMethodField()
 
     class Meta:
         model = Submission
@@ -293,6 +306,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "intervals",
             "released",
             "withheld",
+            "holdout_budget",
             "standing",
             "reports",
             "report_errors",
@@ -317,6 +331,12 @@ class SubmissionSerializer(serializers.ModelSerializer):
         """{objective: [low, high]} 95% intervals; on a guarded benchmark before it closes, only of the
         objectives that do not read the test labels."""
         return released_intervals(submission)
+
+    @extend_schema_field(HoldoutBudgetSerializer(allow_null=True))
+    def get_holdout_budget(self, submission) -> dict | None:
+        """The submitter's holdout budget on a guarded benchmark (null on an open one)."""
+        budget = holdout_budget(submission.benchmark, submission.owner)
+        return budget.as_document() if budget else None
 
     def get_withheld(self, submission) -> list[str]:
         """The objectives whose exact value is withheld (guarded benchmark, before it closes); [] otherwise."""

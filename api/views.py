@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from api.schema import (
     FORBIDDEN,
+    HOLDOUT_BUDGET_SPENT,
     IDEMPOTENCY_KEY_REUSED,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
@@ -133,6 +134,7 @@ class SubmissionCreateView(APIView):
             404: NOT_FOUND,
             413: PAYLOAD_TOO_LARGE,
             415: UNSUPPORTED_MEDIA_TYPE,
+            409: HOLDOUT_BUDGET_SPENT,
             422: IDEMPOTENCY_KEY_REUSED,
             429: QUOTA_EXCEEDED,
         },

@@ -24,3 +24,7 @@ class IdempotencyKeyReused(Rejected):
     def __init__(self, message: str, *, submission_id):
         super().__init__(message, field="Idempotency-Key")
         self.submission_id = submission_id
+
+
+class HoldoutBudgetSpent(Rejected):
+    """A submitter has had every release of information a guarded benchmark allows them (409)."""

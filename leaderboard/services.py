@@ -32,6 +32,7 @@ from leaderboard.holdout_split import DEFAULT_PUBLIC_FRACTION, public_rows
 from leaderboard.metadata import metadata_canonical, metadata_check, request_fingerprint
 from leaderboard.models import ApiToken, Benchmark, HoldoutPolicy, Report, Submission
 from leaderboard.objectives import TASKS, default_presets, evaluators_applying, objective_keys, performance_keys
+from leaderboard.budget import holdout_budget_enforce
 from leaderboard.releases import submission_releases
 from leaderboard.selectors import QuotaUsage, submission_quota_usage
 from leaderboard.tables import table_read, table_to_parquet
@@ -524,6 +525,7 @@ def _replay_or_quota(request: _SubmissionRequest, owner, idempotency_key, is_bas
         return existing
     if not is_baseline:
         _quota_enforce(benchmark=request.benchmark, owner=owner)
+        holdout_budget_enforce(request.benchmark, owner)
     return None
 
 

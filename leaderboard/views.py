@@ -6,6 +6,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from leaderboard.budget import holdout_budget
+from leaderboard.withholding import holdout_facts
 from leaderboard.boards import board_get, board_points, board_query_parse, submission_standing
 from leaderboard.errors import Rejected
 from leaderboard.forms import ApiTokenForm, SubmissionForm
@@ -62,6 +64,7 @@ def benchmark_detail(request, slug):
         return response
     recent = benchmark.submissions.exclude(status=Submission.Status.SUCCEEDED).select_related("owner")[:20]
     context.update(recent=recent, time_span=benchmark_time_span(benchmark), quota=_quota_usage(request, benchmark))
+    context.update(holdout=holdout_facts(benchmark), budget=holdout_budget(benchmark, request.user))
     return render(request, "benchmark_detail.html", context)
 
 

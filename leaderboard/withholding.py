@@ -40,6 +40,23 @@ def withholding_in_force(benchmark) -> bool:
     return benchmark.is_guarded and benchmark.closed_at is None
 
 
+def holdout_facts(benchmark) -> dict | None:
+    """What the benchmark page says of a guarded benchmark's split and releases."""
+    if not benchmark.is_guarded:
+        return None
+    from leaderboard.releases import ladder_step
+
+    public = len(benchmark.public_positions)
+    return {
+        "public_rows": public,
+        "public_percent": f"{100 * public / max(1, benchmark.test_rows):.0f}",
+        "private_rows": benchmark.test_rows - public,
+        "step": f"{ladder_step(benchmark):.3g}" if ladder_step(benchmark) else None,
+        "resolution": f"{release_resolution(benchmark):g}",
+        "min_group_rows": MIN_RELEASED_GROUP_ROWS,
+    }
+
+
 def reads_labels(key: str) -> bool:
     objective = OBJECTIVES.get(key)
     # An unknown key (a report's extra figure) is treated as reading them: withheld is the safe side.

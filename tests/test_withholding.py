@@ -123,3 +123,32 @@ def test_a_coarse_report_rounds_drops_resample_values_and_blanks_small_groups():
     small = coarse["groups"][1]
     assert small["metrics"]["accuracy"] == {"value": None, "interval": [None, None]}
     assert small["count"] == MIN_RELEASED_GROUP_ROWS - 1 and "withheld" in small
+
+
+def test_the_holdout_budget_counts_ladder_steps_and_reports_and_its_cap_refuses_more(
+    api_client, client, user, competition, adult_baselines
+):
+    benchmark, submissions = competition
+    body = api_client.get(f"/api/v1/submissions/{submissions['a3'].pk}/").json()
+    budget = body["holdout_budget"]
+    utility_steps = sum(Submission.objects.get(pk=submissions[n].pk).released["utility"]["improved"] for n in ("a1", "a2", "a3"))
+    assert budget["ladder_steps"] == {"primary": 2, "utility": utility_steps}, "a1 and a3 moved the primary ladder"
+    assert budget["reports"] == 3 and budget["used"] == 5 + utility_steps and budget["cap"] is None
+    client.force_login(user)
+    page = client.get(f"/benchmarks/{benchmark.slug}/").content.decode()
+    assert f"Your holdout budget: {budget['used']} releases of information" in page
+
+    Benchmark.objects.filter(pk=benchmark.pk).update(holdout_budget=budget["used"])
+    model = baseline_named(adult_baselines, "onnx:")
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    refused = api_client.post(
+        f"/api/v1/benchmarks/{benchmark.slug}/submissions/",
+        {"artifact": SimpleUploadedFile(model.filename, model.data), "name": "one more"},
+        format="multipart",
+    )
+    assert refused.status_code == 409, refused.content
+    assert f"caps each submitter at {budget['used']}" in refused.json()["detail"]
+    assert not Submission.objects.filter(name="one more").exists()
+    # Another submitter has a budget of their own.
+    assert api_client.get(f"/api/v1/submissions/{submissions['b1'].pk}/").json()["holdout_budget"]["used"] >= 2
