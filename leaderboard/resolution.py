@@ -163,7 +163,8 @@ def resolution_from_baselines(
         public = _part(typical.standard_error, public_rows, scaled=False)
         whole_error = scaled_standard_error(typical.standard_error, public_rows, test_rows)
         return Resolution(metric, SOURCE_BASELINES, typical.pairs, _part(whole_error, test_rows, scaled=True), public)
-    return Resolution(metric, SOURCE_BASELINES, typical.pairs, _part(typical.standard_error, test_rows, scaled=False), None)
+    whole = _part(typical.standard_error, test_rows, scaled=False)
+    return Resolution(metric, SOURCE_BASELINES, typical.pairs, whole, None)
 
 
 def resolution_before_baselines(metric: str, *, test_rows: int, public_rows: int | None = None) -> Resolution:
@@ -194,7 +195,10 @@ def resolution_sentence(resolution: Resolution) -> str:
         )
     whole, public = resolution.whole, resolution.public
     where = f"the {whole.rows} test rows" + (" (scaled from the public part)" if whole.scaled else "")
-    text = f"Resolution: on {where} a difference in {metric} below ≈{_shown(whole.resolvable)} cannot be told from chance at 95%"
+    text = (
+        f"Resolution: on {where} a difference in {metric} below ≈{_shown(whole.resolvable)} "
+        "cannot be told from chance at 95%"
+    )
     if resolution.source == SOURCE_WORST_CASE:
         typical = resolvable_difference(share_difference_standard_error(whole.rows, EXAMPLE_DISAGREEMENT))
         text += (
@@ -234,7 +238,9 @@ def rows_to_separate(difference: float, standard_error: float, rows: int) -> Sep
     """The rows at which an observed paired difference would be just significant at 95%, if it
     stayed what it is while its standard error shrank as 1/sqrt(n); see the module's docstring."""
     if rows < 1 or not math.isfinite(difference) or not standard_error >= 0 or not math.isfinite(standard_error):
-        raise ValueError(f"needs rows >= 1, a finite difference and a standard error >= 0 ({rows}, {difference}, {standard_error}).")
+        raise ValueError(
+            f"needs rows >= 1, a finite difference and a standard error >= 0 ({rows}, {difference}, {standard_error})."
+        )
     size = abs(difference)
     needed = _rows_at(rows, Z_SIGNIFICANT * standard_error, size)
     needed_80 = _rows_at(rows, (Z_SIGNIFICANT + Z_POWER) * standard_error, size)
@@ -273,7 +279,8 @@ def separation_sentence(separation: Separation, metric: str, rows_name: str = "t
     if separation.more_rows is None:
         return f"The difference in {metric} is too small for any number of test rows to separate them."
     return (
-        f"About {separation.more_rows} more {rows_name} would separate them ({math.ceil(separation.rows_needed)} in all, "
+        f"About {separation.more_rows} more {rows_name} would separate them "
+        f"({math.ceil(separation.rows_needed)} in all, "
         f"if the difference in {metric} stayed {_shown(separation.difference)}; about "
         f"{_count(separation.more_rows_80)} more to separate it 80% of the time)."
     )

@@ -128,7 +128,9 @@ def test_the_baselines_figure_is_the_median_paired_se_of_their_resamples(adult_b
     assert figure.whole.resolvable == pytest.approx(Z * expected, rel=1e-9)
 
 
-def test_the_api_resource_carries_the_resolution_on_an_open_benchmark(adult_benchmark, adult_baselines, user, api_client):
+def test_the_api_resource_carries_the_resolution_on_an_open_benchmark(
+    adult_benchmark, adult_baselines, user, api_client
+):
     url = f"/api/v1/benchmarks/{adult_benchmark.slug}/"
     before = api_client.get(url).json()["resolution"]
     assert before["source"] == "worst case" and before["public"] is None
@@ -198,7 +200,9 @@ def test_the_compare_view_says_how_many_more_rows_would_separate_them(
     assert "they measured the same" in same["summary"]
 
 
-def test_the_compare_view_without_resamples_says_the_noise_is_unknown(adult_benchmark, adult_baselines, user, api_client):
+def test_the_compare_view_without_resamples_says_the_noise_is_unknown(
+    adult_benchmark, adult_baselines, user, api_client
+):
     model = baseline_named(adult_baselines, "onnx:")
     a = succeeded_submission(adult_benchmark, user, model, "a", {"accuracy": 0.81})
     b = succeeded_submission(adult_benchmark, user, model, "b", {"accuracy": 0.80})
@@ -207,7 +211,9 @@ def test_the_compare_view_without_resamples_says_the_noise_is_unknown(adult_benc
     assert "noise of their difference is unknown" in body["summary"]
 
 
-def test_the_benchmark_page_shows_the_resolution_with_its_baseline_pairs(adult_benchmark, adult_baselines, user, client):
+def test_the_benchmark_page_shows_the_resolution_with_its_baseline_pairs(
+    adult_benchmark, adult_baselines, user, client
+):
     baselines_with(adult_benchmark, user, baseline_named(adult_baselines, "onnx:"), [0.80, 0.82, 0.85])
     page = client.get(f"/benchmarks/{adult_benchmark.slug}/").content.decode()
     assert 'id="resolution"' in page and "median over 3 pairs of baselines" in page
