@@ -9,6 +9,7 @@ from leaderboard.boards import Standing, submission_standing
 from leaderboard.budget import holdout_budget
 from leaderboard.models import Benchmark, HoldoutPolicy, Submission
 from leaderboard.objectives import TASKS
+from leaderboard.resolution import benchmark_resolution, resolution_document, separation_figures
 from leaderboard.selectors import benchmark_objectives
 from leaderboard.errors import Rejected
 from leaderboard.metadata import (
@@ -72,9 +73,46 @@ class HoldoutSerializer(serializers.Serializer):
         }
 
 
+class ResolutionPartSerializer(serializers.Serializer):
+    rows = serializers.IntegerField(help_text="The test rows this figure is for.")
+    standard_error = serializers.FloatField(help_text="Of the paired difference of a typical pair of models.")
+    resolvable_difference = serializers.FloatField(
+        help_text="1.96 standard errors: a difference below it cannot be told from chance at 95% (one of exactly "
+        "this size is just significant, half the time)."
+    )
+    detectable_difference = serializers.FloatField(
+        help_text="(1.96 + 0.84) standard errors: a true difference found significant at 95% with 80% power."
+    )
+    scaled = serializers.BooleanField(
+        help_text="Scaled from the rows the baselines were measured on (the public part of a guarded benchmark) "
+        "as standard error x sqrt(measured rows / rows), not measured on these rows."
+    )
+
+
+class ResolutionSerializer(serializers.Serializer):
+    """The smallest difference in the primary metric the test set can resolve (leaderboard/resolution.py)."""
+
+    metric = serializers.CharField(help_text="The primary metric.")
+    source = serializers.ChoiceField(
+        choices=["baselines", "worst case", "unmeasured"],
+        help_text="baselines: the median paired standard error over the pairs of evaluated baselines; worst case "
+        "(accuracy, before two baselines are evaluated): sqrt(1/rows), two models that disagree on every row; "
+        "unmeasured: a metric without a model-free formula, measured once baselines are evaluated.",
+    )
+    baseline_pairs = serializers.IntegerField(help_text="The baseline pairs the figure is the median over.")
+    confidence = serializers.FloatField()
+    power = serializers.FloatField(help_text="The power of detectable_difference.")
+    whole = ResolutionPartSerializer(allow_null=True, help_text="All test rows; null when unmeasured.")
+    public = ResolutionPartSerializer(
+        allow_null=True, help_text="The public part a guarded benchmark scores submitters on; null when open."
+    )
+    summary = serializers.CharField(help_text="The same in plain words, as the benchmark page says it.")
+
+
 class BenchmarkSerializer(serializers.ModelSerializer):
     objectives = serializers.SerializerMethodField()
     holdout = HoldoutSerializer(source="*", read_only=True)
+    resolution = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
     train_data_url = serializers.SerializerMethodField()
     leaderboard_url = serializers.SerializerMethodField()
@@ -99,6 +137,7 @@ class BenchmarkSerializer(serializers.ModelSerializer):
             "time_limit_seconds",
             "daily_submission_quota",
             "holdout",
+            "resolution",
             "created_at",
             "url",
             "train_data_url",
@@ -118,6 +157,10 @@ class BenchmarkSerializer(serializers.ModelSerializer):
             ],
             many=True,
         ).data
+
+    @extend_schema_field(ResolutionSerializer)
+    def get_resolution(self, benchmark) -> dict:
+        return resolution_document(benchmark_resolution(benchmark))
 
     def get_url(self, benchmark) -> str:
         return _absolute(self.context.get("request"), reverse("api-benchmark-detail", args=[benchmark.slug]))
@@ -453,6 +496,34 @@ class ComparedSubmissionSerializer(serializers.Serializer):
     url = serializers.URLField()
 
 
+class SeparationSerializer(serializers.Serializer):
+    """The primary metric's paired difference against the test set's size (leaderboard/resolution.py)."""
+
+    metric = serializers.CharField(help_text="The primary metric.")
+    rows = serializers.IntegerField(help_text="The test rows it was measured on (a guarded benchmark's public part).")
+    difference = serializers.FloatField(allow_null=True, help_text="In the metric's direction: positive, better.")
+    standard_error = serializers.FloatField(
+        allow_null=True, help_text="Of the paired difference: the spread of its shared resamples; null if unknown."
+    )
+    resolvable_difference = serializers.FloatField(
+        allow_null=True, help_text="1.96 standard errors: the difference that would just be significant at 95%."
+    )
+    significant = serializers.BooleanField(allow_null=True, help_text="|difference| > 1.96 standard errors.")
+    rows_needed = serializers.FloatField(
+        allow_null=True,
+        help_text="rows x (1.96 standard errors / |difference|)²: the rows at which this difference would be just "
+        "significant; null when the difference is 0 or the noise unknown.",
+    )
+    more_rows = serializers.IntegerField(
+        allow_null=True, help_text="max(0, rows_needed - rows), rounded up; 0: already separated."
+    )
+    rows_needed_80_power = serializers.FloatField(
+        allow_null=True, help_text="The same with (1.96 + 0.84) standard errors: separated 80% of the time."
+    )
+    more_rows_80_power = serializers.IntegerField(allow_null=True)
+    summary = serializers.CharField(help_text="The same in plain words.")
+
+
 class ComparisonSerializer(serializers.Serializer):
     benchmark = serializers.CharField()
     submission = ComparedSubmissionSerializer()
@@ -461,6 +532,7 @@ class ComparisonSerializer(serializers.Serializer):
     objectives = ObjectiveDifferenceSerializer(many=True)
     exact = serializers.ListField(child=serializers.CharField(), help_text="The objectives without noise.")
     regressions = GatesSerializer(allow_null=True, help_text="The verdicts of `max_regression`; null without it.")
+    separation = SeparationSerializer(help_text="The primary metric: how many more test rows would separate them.")
 
 
 def comparison_document(comparison, request, regressions: dict | None) -> dict:
@@ -490,4 +562,5 @@ def comparison_document(comparison, request, regressions: dict | None) -> dict:
         ],
         "exact": [o.key for o in comparison.objectives if o.exact],
         "regressions": regressions,
+        "separation": separation_figures(comparison.submission, comparison.reference),
     }

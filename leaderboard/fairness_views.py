@@ -24,6 +24,7 @@ from leaderboard.fairness_report import (
     fairness_report_markdown,
 )
 from leaderboard.models import Submission
+from leaderboard.resolution import separation_figures
 from leaderboard.selectors import fairness_group_charts
 
 
@@ -87,6 +88,7 @@ def fairness_compare(request):
         context["b"] = b
         comparison = fairness_comparison(a, b)
         context.update(comparison=comparison, comparison_sides=[("A", comparison["a"]), ("B", comparison["b"])])
+        context["separation"] = separation_figures(a, b)
     except _Refused as refused:
         return _refused_page(request, "fairness_compare.html", refused, context)
     except Rejected as rejection:

@@ -12,6 +12,7 @@ from leaderboard.boards import board_get, board_points, board_query_parse, submi
 from leaderboard.errors import Rejected
 from leaderboard.forms import ApiTokenForm, SubmissionForm
 from leaderboard.models import ApiToken, Benchmark, Submission
+from leaderboard.resolution import benchmark_resolution, resolution_sentence
 from leaderboard.selectors import (
     benchmark_time_span,
     benchmark_train_csv,
@@ -65,6 +66,7 @@ def benchmark_detail(request, slug):
     recent = benchmark.submissions.exclude(status=Submission.Status.SUCCEEDED).select_related("owner")[:20]
     context.update(recent=recent, time_span=benchmark_time_span(benchmark), quota=_quota_usage(request, benchmark))
     context.update(holdout=holdout_facts(benchmark), budget=holdout_budget(benchmark, request.user))
+    context["resolution"] = resolution_sentence(benchmark_resolution(benchmark))
     return render(request, "benchmark_detail.html", context)
 
 

@@ -19,6 +19,7 @@ from leaderboard.fairness_report import (
     interval_text,
 )
 from leaderboard.models import Benchmark, Submission
+from leaderboard.resolution import separation_figures
 from leaderboard.templatetags.holdout import metric
 from tests.conftest import baseline_named, quick, wait_for, worker_kill, worker_start
 
@@ -270,6 +271,10 @@ def test_the_comparison_pairs_two_submissions_of_the_benchmark(client, boosting,
     html = page.content.decode()
     assert "Gradient boosting" in html and "Logistic regression" in html
     assert metric(gaps["accuracy_gap"]["a"]["value"]) in html and metric(gaps["accuracy_gap"]["b"]["value"]) in html
+    # The primary metric's paired difference and the rows that would separate it (leaderboard/resolution.py).
+    separation = separation_figures(boosting, logistic)
+    assert separation["standard_error"] > 0 and 'id="separation"' in html
+    assert escape(separation["summary"]) in html, separation
 
     chooser = client.get(f"/fairness/compare/?a={boosting.pk}")
     assert chooser.status_code == 200

@@ -3,6 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from leaderboard.errors import Rejected
+from leaderboard.resolution import benchmark_resolution, resolution_sentence
 from leaderboard.services import benchmark_create
 from leaderboard.tables import column_names_parse
 
@@ -71,5 +72,6 @@ class Command(BaseCommand):
                 f"Guarded: {public} public test rows ({public / benchmark.test_rows:.0%}) shown through the "
                 f"{benchmark.ladder_variant} Ladder; {benchmark.test_rows - public} private rows kept for the final standings."
             )
+        self.stdout.write(resolution_sentence(benchmark_resolution(benchmark)))
         for warning in benchmark.creation_warnings:
             self.stdout.write(self.style.WARNING(f"Warning: {warning}"))
