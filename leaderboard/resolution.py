@@ -372,6 +372,14 @@ def separation_figures(submission, reference) -> dict:
         "more_rows_80_power": None,
         "summary": "",
     }
+    from leaderboard.withholding import withholding_in_force
+
+    if withholding_in_force(benchmark):
+        # Rows to separate are the exact difference over its standard error, which would undo the Ladder.
+        return figures | {
+            "summary": f"Withheld while this guarded benchmark is open: how far apart two submissions' exact public "
+            f"{key} are is what the Ladder keeps back. It is shown once the owner closes the benchmark."
+        }
     values = [side.metrics.get(key) for side in (submission, reference)]
     if any(not isinstance(value, (int, float)) or not math.isfinite(value) for value in values):
         return figures | {"summary": f"{key} was not measured on both submissions: nothing to separate."}

@@ -183,6 +183,13 @@ def test_the_compare_view_says_how_many_more_rows_would_separate_them(
     a = succeeded_submission(benchmark, user, model, "a", {"accuracy": 0.802}, resamples={"accuracy": first})
     b = succeeded_submission(benchmark, user, model, "b", {"accuracy": 0.800}, resamples={"accuracy": second})
 
+    if guarded:
+        withheld = api_client.get(f"/api/v1/submissions/{a.pk}/compare/{b.pk}/").json()["separation"]
+        assert withheld["difference"] is None and withheld["more_rows"] is None
+        assert withheld["summary"].startswith("Withheld while this guarded benchmark is open")
+        from django.utils import timezone
+
+        type(benchmark).objects.filter(pk=benchmark.pk).update(closed_at=timezone.now())  # then it is shown
     body = api_client.get(f"/api/v1/submissions/{a.pk}/compare/{b.pk}/").json()["separation"]
     rows = 600 if guarded else 2000
     error = float(np.std(first.astype(np.float32).astype(float) - second.astype(np.float32).astype(float), ddof=1))
