@@ -267,6 +267,9 @@ def submit_command(args, environ: Mapping[str, str]) -> int:
         print()
         print(output.objectives_table(submission, benchmark["objectives"], standing))
         print(output.standing_text(standing))
+        guarded = output.holdout_text(submission)
+        if guarded:
+            print(guarded)
         if verdicts:
             print()
             print(output.gates_text(verdicts, strict=args.strict))
@@ -441,6 +444,9 @@ def status_command(args, environ: Mapping[str, str]) -> int:
         print()
         print(output.objectives_table(submission, benchmark["objectives"], standing))
         print(output.standing_text(standing))
+        guarded = output.holdout_text(submission)
+        if guarded:
+            print(guarded)
     return EXIT_OK
 
 

@@ -54,23 +54,59 @@ def objectives_table(submission: dict, objectives: list[dict], standing: dict | 
     """Every objective the benchmark measures, with its interval and this submission's rank on it."""
     metrics, intervals = submission.get("metrics") or {}, submission.get("intervals") or {}
     ranks = (standing or {}).get("objective_ranks") or {}
+    withheld = set(submission.get("withheld") or [])
+    primary = ((submission.get("released") or {}).get("primary") or {}).get("metric")
+
+    def shown(key: str) -> str:
+        if key not in withheld:
+            return "measured"
+        return "Ladder" if key == primary else "rounded"
+
     rows = []
     for objective in objectives:
         key = objective["key"]
         arrow = "higher" if higher_is_better(objective) else "lower"
-        rows.append([key, arrow, fmt(metrics.get(key)), interval_text(intervals.get(key)), rank_text(ranks.get(key))])
+        rows.append(
+            [key, arrow, fmt(metrics.get(key)), shown(key), interval_text(intervals.get(key)), rank_text(ranks.get(key))]
+        )
     # Measured values the benchmark does not list (an older objective set) are still shown.
     listed = {objective["key"] for objective in objectives}
     for key in sorted(set(metrics) - listed):
-        rows.append([key, "", fmt(metrics[key]), interval_text(intervals.get(key)), "-"])
-    headers = ["objective", "better", "value", "95% interval", "rank"]
+        rows.append([key, "", fmt(metrics[key]), shown(key), interval_text(intervals.get(key)), "-"])
+    headers = ["objective", "better", "value", "released", "95% interval", "rank"]
     if not ranks:
         # A server that does not send per-objective ranks: no column of dashes.
         headers, rows = headers[:-1], [row[:-1] for row in rows]
+    if not withheld:
+        # Everything is as measured (an open benchmark): the column would say so on every row.
+        headers, rows = headers[:3] + headers[4:], [row[:3] + row[4:] for row in rows]
     table_text = table(headers, rows, right={2})
     errors = submission.get("report_errors") or {}
     notes = [f"  {evaluator} not measured: {error}" for evaluator, error in errors.items()]
     return "\n".join([table_text, *notes])
+
+
+def holdout_text(submission: dict) -> str:
+    """On a guarded benchmark: what the Ladders released, what is withheld, and the holdout budget."""
+    released, budget = submission.get("released") or {}, submission.get("holdout_budget")
+    if not released and not budget:
+        return ""
+    lines = ["Guarded benchmark: scores on its public rows; exact values are withheld until it closes."]
+    for target in ("primary", "utility"):
+        release = released.get(target)
+        if release:
+            lines.append(f"  {release.get('metric', target)} released: {fmt(release.get('value'))} ({release.get('reason', '')})")
+    withheld = submission.get("withheld") or []
+    if withheld:
+        lines.append(f"  withheld (Ladder or rounded, no interval): {', '.join(withheld)}")
+    if budget:
+        cap = f" of {budget['cap']}, {budget['left']} left" if budget.get("cap") is not None else ", no cap"
+        pending = f", {budget['pending']} on the way" if budget.get("pending") else ""
+        lines.append(
+            f"  holdout budget: {budget['used']} releases used ({budget['ladder_steps'].get('primary', 0)} + "
+            f"{budget['ladder_steps'].get('utility', 0)} Ladder steps, {budget['reports']} reports){pending}{cap}"
+        )
+    return "\n".join(lines)
 
 
 def standing_text(standing: dict | None) -> str:

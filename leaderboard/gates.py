@@ -155,7 +155,8 @@ def _threshold_verdict(submission: Submission, gate: Constraint, *, strict: bool
         reason += f"{subject} needs {gate.op} {gate.value:.15g} ({side} {_number(decision.margin)})"
     elif not decision.passed:
         reason += f"; no 95% interval, so no pessimistic bound to judge {key} by"
-    warning = _warning(decision, f"{gate.value:.15g}", "the 95% interval of the value", f"{key} has no interval")
+    missing = f"{key}'s interval is withheld on a guarded benchmark until it closes" if withheld else f"{key} has no interval"
+    warning = _warning(decision, f"{gate.value:.15g}", "the 95% interval of the value", missing)
     return Verdict(
         str(gate),
         "threshold",

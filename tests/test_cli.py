@@ -15,6 +15,7 @@ from rest_framework.authtoken.models import Token
 
 from leaderboard.models import Submission
 from tests.conftest import baseline_named
+from tests.test_guarded import guarded_benchmark  # noqa: F401 (a fixture)
 from tests.environment import PROJECT_DIR
 from tests.test_evaluation import onnx_with_inputs
 
@@ -425,3 +426,35 @@ def test_the_client_imports_nothing_of_the_servers_stack():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_on_a_guarded_benchmark_submit_says_what_was_released_and_judges_gates_on_it(
+    live_server, celery_worker, token, guarded_benchmark, adult_baselines, tmp_path
+):
+    benchmark, _, _ = guarded_benchmark
+    model = baseline_named(adult_baselines, "onnx:")
+    result = holdout(
+        "submit",
+        benchmark.slug,
+        model_file(tmp_path, model.filename, model.data),
+        "--name",
+        "guarded-candidate",
+        "--gate",
+        "accuracy>=0.5",
+        url=live_server.url,
+        token=token,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    for text in (
+        "released",
+        "Ladder",
+        "rounded",
+        "Guarded benchmark: scores on its public rows",
+        "accuracy released: 0.8",
+        "(first score released: 0.8",
+        "holdout budget: 3 releases used (1 + 1 Ladder steps, 1 reports), no cap",
+        "accuracy's interval is withheld on a guarded benchmark",
+        "PASS  accuracy>=0.5: released accuracy is",
+    ):
+        assert text in result.stdout, (text, result.stdout[-600:])
