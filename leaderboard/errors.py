@@ -24,3 +24,12 @@ class IdempotencyKeyReused(Rejected):
     def __init__(self, message: str, *, submission_id):
         super().__init__(message, field="Idempotency-Key")
         self.submission_id = submission_id
+
+
+class Conflict(Rejected):
+    """A request the benchmark's state does not allow now (it is closed, not yet closed, a limit is
+    reached): the API answers 409, and the message says what would make it possible."""
+
+
+class NotAllowed(Rejected):
+    """A signed-in person asking for what is not theirs to do (another's submission): 403."""
