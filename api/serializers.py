@@ -288,6 +288,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "metrics",
             "intervals",
             "released",
+            "final",
             "standing",
             "reports",
             "report_errors",

@@ -215,8 +215,10 @@ class Submission(models.Model):
     # On a guarded benchmark, what the Ladder released when it succeeded (leaderboard/releases.py):
     # {"primary": {"metric", "value", "improved", "reason", "threshold", "steps"}}; empty when open.
     released = models.JSONField(default=dict, blank=True)
-    # On a guarded benchmark, chosen by its owner for the private board (leaderboard/closing.py).
-    final = models.BooleanField(default=False)
+    final = models.BooleanField(
+        default=False,
+        help_text="Guarded benchmarks: chosen by its submitter for the private board (leaderboard/closing.py).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
