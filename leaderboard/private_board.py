@@ -161,5 +161,5 @@ def _entry(score: PrivateScore, key: str, ranked: RankedBoard | None = None, row
         private_interval=[float(bound) for bound in interval] if interval and None not in interval else None,
         public_value=released.get("value"),
         public_improved=released.get("improved"),
-        error=score.error,
+        error=score.error or ("" if ranked_here or not score.is_finished else f"no {key} was measured"),
     )

@@ -407,6 +407,7 @@ def submission_create(
     and raises IdempotencyKeyReused with a different request.
     Raises QuotaExceeded when the owner has used the benchmark's daily quota; baselines, which the
     platform submits as the benchmark's reference points, are not counted against anyone.
+    Raises Conflict (a 409) once the owner has closed the benchmark (leaderboard/closing.py).
     """
     request = _SubmissionRequest(
         benchmark=benchmark,
