@@ -255,3 +255,39 @@ def _upload(model):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile(model.filename, model.data)
+
+
+def test_the_owner_selects_as_final_on_the_submission_page(client, guarded_benchmark, adult_baselines, user, bob):
+    benchmark, _, _ = guarded_benchmark
+    submission = succeeded_submission(benchmark, user, baseline_named(adult_baselines, "onnx:"), "a", {"accuracy": 0.8})
+    client.force_login(bob)
+    assert b"Select as final" not in client.get(submission.get_absolute_url()).content, "only for its submitter"
+    client.force_login(user)
+    assert b"Select as final" in client.get(submission.get_absolute_url()).content
+    page = client.post(f"/submissions/{submission.pk}/final/", {"final": "1"}, follow=True)
+    assert b"Selected as final" in page.content and Submission.objects.get(pk=submission.pk).final
+
+
+def test_the_command_and_the_admin_close_a_benchmark(client, guarded_benchmark, adult_baselines, user):
+    from django.contrib.auth import get_user_model
+    from django.core.management import CommandError, call_command
+
+    benchmark, _, _ = guarded_benchmark
+    succeeded_submission(benchmark, user, baseline_named(adult_baselines, "onnx:"), "a", {"accuracy": 0.8})
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "root horse battery")
+    client.force_login(admin)
+    page = client.post(
+        "/admin/leaderboard/benchmark/", {"action": "close", "_selected_action": [benchmark.pk]}, follow=True
+    )
+    assert b"submissions are being measured on the private rows" in page.content
+    closed = Benchmark.objects.get(pk=benchmark.pk)
+    assert closed.closed_at is not None
+    assert list(PrivateScore.objects.values_list("counted_as", flat=True)) == ["default"], "the Ladder's best"
+    # No worker runs here: the board says how far the private scores are.
+    assert b"0 of 1 done" in client.get(f"/benchmarks/{benchmark.slug}/").content
+    board = client.get(f"/api/v1/benchmarks/{benchmark.slug}/leaderboard/private/").json()
+    assert (board["done"], board["complete"], board["pending"][0]["status"]) == (0, False, "queued")
+    with pytest.raises(CommandError, match="already closed at"):
+        call_command("close_benchmark", benchmark.slug)
+    with pytest.raises(CommandError, match="no benchmark 'nope'"):
+        call_command("close_benchmark", "nope")
