@@ -1,4 +1,5 @@
-"""The pages' side of closing a guarded benchmark: the "Select as final" button and the private board beside the public one."""
+"""The pages' side of closing a guarded benchmark: the "Select as final" button, and the private
+board beside the public one."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required

@@ -91,7 +91,9 @@ def private_board_get(benchmark: Benchmark) -> PrivateBoard:
     scores = list(
         PrivateScore.objects.filter(submission__benchmark=benchmark).select_related("submission__owner")
     )
-    measured = [score for score in scores if score.status == PrivateScore.Status.SUCCEEDED and _value(score, key) is not None]
+    measured = [
+        score for score in scores if score.status == PrivateScore.Status.SUCCEEDED and _value(score, key) is not None
+    ]
     ranked = _ranked(benchmark, measured) if measured else None
     entries = [_entry(measured[row], key, ranked, row) for row in (ranked.order if ranked is not None else [])]
     unmeasured = [score for score in scores if score not in measured]

@@ -241,7 +241,8 @@ def test_closing_measures_the_counted_submissions_on_the_private_rows_and_reveal
     assert board["entries"][0]["submission"]["name"] == "alice-logreg"
 
     stored = PrivateScore.objects.get(submission=bob_best)
-    assert stored.resample_keys and len(stored.resamples) == 4 * benchmark.bootstrap_resamples * len(stored.resample_keys)
+    resamples = benchmark.bootstrap_resamples
+    assert stored.resample_keys and len(stored.resamples) == 4 * resamples * len(stored.resample_keys)
     assert "demographic_parity_difference" in stored.metrics and not stored.evaluator_errors, "fairness ran too"
     assert Submission.objects.get(pk=bob_best.pk).metrics == {"accuracy": 0.83}, "the public record is untouched"
     assert list(bob_best.reports.values_list("evaluator", flat=True)) == ["performance"], "no report is added"
@@ -259,7 +260,8 @@ def _upload(model):
 
 def test_the_owner_selects_as_final_on_the_submission_page(client, guarded_benchmark, adult_baselines, user, bob):
     benchmark, _, _ = guarded_benchmark
-    submission = succeeded_submission(benchmark, user, baseline_named(adult_baselines, "onnx:"), "a", {"accuracy": 0.8})
+    model = baseline_named(adult_baselines, "onnx:")
+    submission = succeeded_submission(benchmark, user, model, "a", {"accuracy": 0.8})
     client.force_login(bob)
     assert b"Select as final" not in client.get(submission.get_absolute_url()).content, "only for its submitter"
     client.force_login(user)
