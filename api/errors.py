@@ -6,7 +6,7 @@ from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from api.limits import is_api, refusal, unreadable_body
-from leaderboard.errors import HoldoutBudgetSpent, IdempotencyKeyReused, QuotaExceeded, Rejected
+from leaderboard.errors import Conflict, IdempotencyKeyReused, NotAllowed, QuotaExceeded, Rejected
 
 
 class QuotaExhausted(exceptions.APIException):
@@ -37,9 +37,7 @@ class KeyReused(exceptions.APIException):
         self.submission = str(error.submission_id)
 
 
-class Conflict(exceptions.APIException):
-    """409: the request is well formed but the benchmark's state refuses it (a spent holdout budget)."""
-
+class StateConflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
 
@@ -54,7 +52,8 @@ class BodyRefused(exceptions.APIException):
 
 def exception_handler(error, context):
     """Domain rejections become 400s that name the field, like DRF's own validation errors; a used-up
-    quota becomes a 429 that says when to come back; a reused Idempotency-Key a 422 naming its submission."""
+    quota becomes a 429 that says when to come back; a reused Idempotency-Key a 422 naming its submission;
+    a state conflict (a closed benchmark) a 409 and another's submission a 403, both {"detail": message}."""
     refused = unreadable_body(error)
     if refused:
         error = BodyRefused(*refused)
@@ -62,8 +61,10 @@ def exception_handler(error, context):
         error = QuotaExhausted(error)
     elif isinstance(error, IdempotencyKeyReused):
         error = KeyReused(error)
-    elif isinstance(error, HoldoutBudgetSpent):
-        error = Conflict(error.message)
+    elif isinstance(error, Conflict):
+        error = StateConflict(error.message)
+    elif isinstance(error, NotAllowed):
+        error = exceptions.PermissionDenied(error.message)
     elif isinstance(error, Rejected):
         error = exceptions.ValidationError({error.field or "detail": [error.message]})
     response = drf_exception_handler(error, context)

@@ -350,6 +350,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "released",
             "withheld",
             "holdout_budget",
+            "final",
             "standing",
             "reports",
             "report_errors",

@@ -4,6 +4,7 @@ from django.forms.fields import InvalidJSONInput
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from leaderboard.closing import benchmark_close, closed_at_words
 from leaderboard.errors import Rejected
 from leaderboard.forms import BenchmarkForm
 from leaderboard.metadata import metadata_check, metadata_parse
@@ -21,8 +22,24 @@ FIXED_BENCHMARK_FIELDS = (
 
 @admin.register(Benchmark)
 class BenchmarkAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "task", "primary_metric", "holdout_policy", "test_rows", "created_at")
-    readonly_fields = FIXED_BENCHMARK_FIELDS
+    list_display = ("name", "slug", "task", "primary_metric", "holdout_policy", "test_rows", "created_at", "closed_at")
+    # Closing has consequences (submissions refused, the private rows measured): the action does it, not an edit.
+    readonly_fields = (*FIXED_BENCHMARK_FIELDS, "closed_at")
+    actions = ["close"]
+
+    @admin.action(description="Close the selected guarded benchmarks and reveal their private boards")
+    def close(self, request, queryset) -> None:
+        for benchmark in queryset:
+            try:
+                benchmark, scores = benchmark_close(benchmark, by=request.user)
+            except Rejected as rejection:
+                self.message_user(request, f"{benchmark.slug}: {rejection.message}", level=messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Closed '{benchmark.slug}' at {closed_at_words(benchmark)}; {len(scores)} submissions are being "
+                    "measured on the private rows.",
+                )
 
     def add_view(self, request, form_url="", extra_context=None):
         """Creation goes through the same service as the API and the command, from uploaded files."""

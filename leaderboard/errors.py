@@ -26,5 +26,14 @@ class IdempotencyKeyReused(Rejected):
         self.submission_id = submission_id
 
 
-class HoldoutBudgetSpent(Rejected):
+class Conflict(Rejected):
+    """A request the benchmark's state does not allow now (it is closed, not yet closed, a limit is
+    reached): the API answers 409, and the message says what would make it possible."""
+
+
+class NotAllowed(Rejected):
+    """A signed-in person asking for what is not theirs to do (another's submission): 403."""
+
+
+class HoldoutBudgetSpent(Conflict):
     """A submitter has had every release of information a guarded benchmark allows them (409)."""

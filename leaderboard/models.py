@@ -142,6 +142,17 @@ class Benchmark(models.Model):
         """The public rows' positions in the test table; empty on an open benchmark."""
         return np.frombuffer(bytes(self.public_rows or b""), dtype="<i8")
 
+    @property
+    def private_positions(self) -> np.ndarray:
+        """The other test rows, in the stored table's order; empty on an open benchmark."""
+        if not self.is_guarded:
+            return np.empty(0, dtype="<i8")
+        return np.setdiff1d(np.arange(self.test_rows, dtype="<i8"), self.public_positions)
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_at is not None
+
 
 class Submission(models.Model):
     class Status(models.TextChoices):
@@ -204,6 +215,10 @@ class Submission(models.Model):
     # On a guarded benchmark, what the Ladder released when it succeeded (leaderboard/releases.py):
     # {"primary": {"metric", "value", "improved", "reason", "threshold", "steps"}}; empty when open.
     released = models.JSONField(default=dict, blank=True)
+    final = models.BooleanField(
+        default=False,
+        help_text="Guarded benchmarks: chosen by its submitter for the private board (leaderboard/closing.py).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -258,6 +273,56 @@ class LadderEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.target} ladder of {self.owner} on {self.benchmark.slug}"
+
+
+class PrivateScore(models.Model):
+    """A counted submission measured on a closed guarded benchmark's private rows (leaderboard/closing.py).
+
+    Made only when the benchmark closes, so before that no private value exists anywhere."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+    class Counted(models.TextChoices):
+        CHOSEN = "chosen"  # its owner selected it as final
+        DEFAULT = "default"  # its owner selected none: their Ladder's released best stands in
+        ALL = "all"  # the benchmark counts every succeeded submission (final_selections 0)
+        BASELINE = "baseline"  # the platform's reference point, as on the public board
+
+    submission = models.OneToOneField(Submission, on_delete=models.CASCADE, related_name="private_score")
+    counted_as = models.CharField(max_length=16, choices=Counted.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    metrics = models.JSONField(default=dict, blank=True)
+    intervals = models.JSONField(default=dict, blank=True)
+    # As Submission.resamples: float32, one row per key, one column per resample of the private rows.
+    resamples = models.BinaryField(null=True, blank=True)
+    resample_keys = models.JSONField(default=list, blank=True)
+    # Evaluators other than performance that could not measure it: {evaluator: why}.
+    evaluator_errors = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Past this moment a queued or running score is sent again by the sweep (leaderboard/closing.py).
+    deadline_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        indexes = [models.Index(fields=["status", "deadline_at"], name="private_score_due_idx")]
+
+    def __str__(self) -> str:
+        return f"private score of {self.submission_id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
 
 
 class Report(models.Model):

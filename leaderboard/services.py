@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from evaluators.artifacts import ArtifactRejected, inspect_artifact
-from leaderboard.errors import IdempotencyKeyReused, QuotaExceeded, Rejected
+from leaderboard.errors import Conflict, IdempotencyKeyReused, QuotaExceeded, Rejected
 from leaderboard.holders import HEARTBEAT_STALE_SECONDS, holder_dead, holder_describe
 from leaderboard.holdout_split import DEFAULT_PUBLIC_FRACTION, public_rows
 from leaderboard.metadata import metadata_canonical, metadata_check, request_fingerprint
@@ -408,6 +408,7 @@ def submission_create(
     and raises IdempotencyKeyReused with a different request.
     Raises QuotaExceeded when the owner has used the benchmark's daily quota; baselines, which the
     platform submits as the benchmark's reference points, are not counted against anyone.
+    Raises Conflict (a 409) once the owner has closed the benchmark (leaderboard/closing.py).
     """
     request = _SubmissionRequest(
         benchmark=benchmark,
@@ -523,10 +524,22 @@ def _replay_or_quota(request: _SubmissionRequest, owner, idempotency_key, is_bas
     existing = _replay(request, owner, idempotency_key)
     if existing:
         return existing
+    _closed_refuse(request.benchmark)
     if not is_baseline:
         _quota_enforce(benchmark=request.benchmark, owner=owner)
         holdout_budget_enforce(request.benchmark, owner)
     return None
+
+
+def _closed_refuse(benchmark: Benchmark) -> None:
+    """A closed benchmark takes no submission; asked of the database, as a caller's copy may predate the closing."""
+    closed_at = Benchmark.objects.filter(pk=benchmark.pk).values_list("closed_at", flat=True).first()
+    if closed_at is not None:
+        raise Conflict(
+            f"'{benchmark.slug}' was closed by its owner at {closed_at:%Y-%m-%d %H:%M:%S} UTC and takes no new "
+            "submissions; its final standings are on the private board.",
+            field="benchmark",
+        )
 
 
 def _replay(request: _SubmissionRequest, owner, idempotency_key) -> Submission | None:
@@ -731,10 +744,23 @@ def submission_resamples_store(submission: Submission, *, resample_values: dict[
             stored = np.frombuffer(bytes(locked.resamples), dtype=np.float32).reshape(-1, resamples)
             rows = dict(zip(locked.resample_keys, stored))
         for key, values in given.items():
-            rows[key] = np.array([np.nan if value is None else value for value in values], dtype=np.float32)
+            rows[key] = _resample_row(values)
         keys = list(rows)
         matrix = np.array([rows[key] for key in keys], dtype=np.float32).reshape(len(keys), resamples)
         Submission.objects.filter(pk=submission.pk).update(resamples=matrix.tobytes(), resample_keys=keys)
+
+
+def _resample_row(values: list) -> np.ndarray:
+    return np.array([np.nan if value is None else value for value in values], dtype=np.float32)
+
+
+def resamples_matrix(resample_values: dict[str, list], resamples: int) -> tuple[list[str], bytes | None]:
+    """Values on the B shared resamples as they are stored: the keys, and a float32 (keys x B) matrix
+    with NaN where undefined (None when there is none); values of another length are left out."""
+    rows = {key: _resample_row(values) for key, values in resample_values.items() if len(values) == resamples}
+    if not rows:
+        return [], None
+    return list(rows), np.array(list(rows.values()), dtype=np.float32).tobytes()
 
 
 def submission_latency_handoff(submission: Submission) -> None:

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from leaderboard import fairness_views, views
+from leaderboard import closing_views, fairness_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("benchmarks/<slug:slug>/train.csv", views.benchmark_train_data, name="benchmark-train-data"),
     path("benchmarks/<slug:slug>/submit/", views.submission_new, name="submission-new"),
     path("submissions/<uuid:pk>/", views.submission_detail, name="submission-detail"),
+    path("submissions/<uuid:pk>/final/", closing_views.submission_final, name="submission-final"),
     path("submissions/<uuid:pk>/body/", views.submission_body, name="submission-body"),
     path("submissions/<uuid:pk>/reports.json", views.submission_reports_json, name="submission-reports-json"),
     path("submissions/<uuid:pk>/fairness/", fairness_views.fairness_report_page, name="fairness-report"),

@@ -9,7 +9,8 @@ from django.views.decorators.http import require_POST
 from leaderboard.budget import holdout_budget
 from leaderboard.withholding import holdout_facts
 from leaderboard.boards import board_get, board_points, board_query_parse, submission_standing
-from leaderboard.errors import Rejected
+from leaderboard.closing_views import final_selection_context, private_board_context
+from leaderboard.errors import Conflict, Rejected
 from leaderboard.forms import ApiTokenForm, SubmissionForm
 from leaderboard.models import ApiToken, Benchmark, Submission
 from leaderboard.resolution import benchmark_resolution, resolution_sentence
@@ -67,6 +68,7 @@ def benchmark_detail(request, slug):
     context.update(recent=recent, time_span=benchmark_time_span(benchmark), quota=_quota_usage(request, benchmark))
     context.update(holdout=holdout_facts(benchmark), budget=holdout_budget(benchmark, request.user))
     context["resolution"] = resolution_sentence(benchmark_resolution(benchmark))
+    context.update(private_board_context(benchmark))
     return render(request, "benchmark_detail.html", context)
 
 
@@ -130,6 +132,7 @@ def train_csv_response(benchmark: Benchmark) -> HttpResponse:
 def submission_new(request, slug):
     benchmark = get_object_or_404(Benchmark, slug=slug)
     form = SubmissionForm(request.POST or None, request.FILES or None)
+    status = 400 if request.method == "POST" else 200
     if request.method == "POST" and form.is_valid():
         artifact = form.cleaned_data["artifact"]
         try:
@@ -144,10 +147,11 @@ def submission_new(request, slug):
             )
         except Rejected as rejection:
             form.add_error(rejection.field if rejection.field in form.fields else None, rejection.message)
+            if isinstance(rejection, Conflict):
+                status = 409  # a closed benchmark: nothing in the form can fix it
         else:
             messages.success(request, "Submitted. The evaluation is queued; this page follows it.")
             return redirect(submission)
-    status = 400 if request.method == "POST" else 200
     context = {"benchmark": benchmark, "form": form, "quota": _quota_usage(request, benchmark)}
     return render(request, "submission_new.html", context, status=status)
 
@@ -189,13 +193,15 @@ def account_token_revoke(request, pk):
 def submission_detail(request, pk):
     """The submission and everything measured; while it runs, its body polls for progress (htmx)."""
     submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
-    return render(request, "submission_detail.html", _submission_context(submission))
+    context = {**_submission_context(submission), **final_selection_context(submission, request.user)}
+    return render(request, "submission_detail.html", context)
 
 
 def submission_body(request, pk):
     """The part of the submission page that changes while it is evaluated, for htmx to swap in."""
     submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
-    return render(request, "_submission_body.html", _submission_context(submission))
+    context = {**_submission_context(submission), **final_selection_context(submission, request.user)}
+    return render(request, "_submission_body.html", context)
 
 
 def _submission_context(submission: Submission) -> dict:

@@ -108,6 +108,10 @@ def test_every_read_answers_as_the_schema_says(world):
     }
     for operation in reads:
         statuses = fuzz(world, operation, token=world["person"])
+        if operation.path == "/api/v1/benchmarks/{slug}/leaderboard/private/":
+            # The world's benchmark is open: it has no private board to reach (tests/test_closing.py reveals one).
+            assert 200 not in statuses and 409 in statuses, f"{operation.label}: {sorted(set(statuses))}"
+            continue
         assert 200 in statuses, f"{operation.label}: no generated request reached the data"
 
 

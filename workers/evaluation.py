@@ -35,10 +35,12 @@ from evaluators.latency import MAX_SESSIONS, session_disturbed
 from evaluators.probes import PROBE_NAMES
 from evaluators.registry import evaluator_get, evaluator_options
 from evaluators.sandbox import Limits, ModelFailure, SandboxRun, run_in_sandbox
+from leaderboard.closing import private_score_fail, private_score_start, private_score_succeed
 from leaderboard.holders import holder_this_process
 from leaderboard.models import Benchmark, Submission
 from leaderboard.services import (
     report_record,
+    resamples_matrix,
     submission_fail,
     submission_latency_handoff,
     submission_latency_start,
@@ -148,6 +150,58 @@ def _evaluation_phase(submission: Submission) -> None:
         durably(submission_succeed, submission)
 
 
+# The evaluators that judge predictions against the labels, which is what changes with the rows:
+# a private score runs these alone. Interpretability explains the model without labels, and size,
+# latency and cost measure the model, not the rows.
+LABEL_EVALUATORS = ("performance", "fairness", "decay")
+
+
+def private_score_evaluate(score_id: int) -> None:
+    """Measure a counted submission on a closed benchmark's private rows (leaderboard/closing.py)."""
+    score = durably(private_score_start, score_id)
+    if score is None:
+        return
+    try:
+        outcome = _private_phase(score.submission)
+    except ModelFailure as failure:
+        durably(private_score_fail, score, f"the model failed on the private rows: {failure}")
+    except Exception as error:  # noqa: BLE001 - a platform fault must still end the score.
+        log.exception("the private score %s of %s failed", score.pk, score.submission_id)
+        durably(
+            private_score_fail,
+            score,
+            f"Holdout failed while measuring the private rows ({type(error).__name__}: {str(error)[:300]}); a "
+            "platform fault, not the model's.",
+        )
+    else:
+        durably(private_score_succeed, score, **outcome)
+
+
+def _private_phase(submission: Submission) -> dict:
+    """The evaluation phase's prediction pass and label-based evaluators, on the private rows.
+
+    Nothing is written to the submission or its reports: the private values live on its PrivateScore."""
+    benchmark = submission.benchmark
+    test = _test_set(benchmark, part="private")
+    base = _evaluation_input(submission, test)
+    evaluators = [
+        e for e in _enabled_evaluators(benchmark, queue="evaluate") if e.name in LABEL_EVALUATORS and e.applies(base)
+    ]
+    run = _sandbox_run(submission, test, base, evaluators, predict=True)
+    data = replace(base, predictions=run.predictions, probes=run.probes)
+    metrics, intervals, resample_values, errors = {}, {}, {}, {}
+    for evaluator in evaluators:
+        result, error, _ = _evaluator_run(submission, evaluator, data)
+        if result is None:
+            errors[evaluator.name] = error
+            continue
+        metrics.update(result.metrics)
+        intervals.update(result.intervals)
+        resample_values.update(_resampled_metrics(result))
+    keys, matrix = resamples_matrix(resample_values, benchmark.bootstrap_resamples)
+    return {"metrics": metrics, "intervals": intervals, "resamples": matrix, "resample_keys": keys, "errors": errors}
+
+
 def _latency_phase(submission: Submission) -> None:
     test = _test_set(submission.benchmark)
     # The model process runs on this machine, so this machine's recent sessions tell its spread.
@@ -208,33 +262,37 @@ def _evaluator_record(
     submission: Submission, evaluator: Evaluator, data: EvaluationInput, run: SandboxRun
 ) -> EvaluatorResult | None:
     """Run one evaluator and store its report; only performance may fail the submission."""
-    data = replace(data, options=_options(submission, evaluator))
     probe_seconds = sum(run.probes[name].seconds for name in evaluator.probes if name in run.probes)
-    started = time.perf_counter()
-    try:
-        result = evaluator.evaluate(data)
-    except Exception as error:
-        if evaluator.name == "performance":
-            raise
-        log.warning("evaluator %s failed on %s: %s", evaluator.name, submission.pk, error, exc_info=True)
-        durably(
-            report_record,
-            submission,
-            evaluator=evaluator.name,
-            seconds=probe_seconds + time.perf_counter() - started,
-            error=_evaluator_error(error),
-        )
+    result, error, seconds = _evaluator_run(submission, evaluator, data)
+    if result is None:
+        durably(report_record, submission, evaluator=evaluator.name, seconds=probe_seconds + seconds, error=error)
         return None
     durably(
         report_record,
         submission,
         evaluator=evaluator.name,
-        seconds=probe_seconds + time.perf_counter() - started,
+        seconds=probe_seconds + seconds,
         metrics=result.metrics,
         intervals=result.intervals,
         document=_with_sandbox(result.document, run),
     )
     return result
+
+
+def _evaluator_run(
+    submission: Submission, evaluator: Evaluator, data: EvaluationInput
+) -> tuple[EvaluatorResult | None, str, float]:
+    """One evaluator under the benchmark's options: its result, or None and why it failed, and the
+    seconds it took. A failing performance evaluator is raised: without it nothing was measured."""
+    data = replace(data, options=_options(submission, evaluator))
+    started = time.perf_counter()
+    try:
+        return evaluator.evaluate(data), "", time.perf_counter() - started
+    except Exception as error:
+        if evaluator.name == "performance":
+            raise
+        log.warning("evaluator %s failed on %s: %s", evaluator.name, submission.pk, error, exc_info=True)
+        return None, _evaluator_error(error), time.perf_counter() - started
 
 
 def _with_sandbox(document: dict, run: SandboxRun) -> dict:
@@ -260,14 +318,21 @@ def _enabled_evaluators(benchmark: Benchmark, *, queue: str) -> list[Evaluator]:
     return [evaluator for evaluator in map(evaluator_get, names) if evaluator.queue == queue]
 
 
-def _test_set(benchmark: Benchmark) -> pd.DataFrame:
-    """The rows a submission is evaluated on: on a guarded benchmark its public part only, so the
-    model never sees the private rows and nothing a submitter is shown can depend on them."""
+def _test_set(benchmark: Benchmark, part: str = "public") -> pd.DataFrame:
+    """The rows a submission is evaluated on. "public": what a submitter is shown is computed on,
+    the whole set of an open benchmark and the public part of a guarded one, so during the
+    competition the model never sees the private rows. "private": a guarded benchmark's other
+    rows, read only once its owner has closed it (leaderboard/closing.py)."""
+    if part not in ("public", "private"):
+        raise ValueError(f"unknown part of the test set: {part!r}")
+    if part == "private" and not (benchmark.is_guarded and benchmark.is_closed):
+        raise RuntimeError(f"the private rows of '{benchmark.slug}' are read only after a guarded benchmark closes")
     with benchmark.test_data.open("rb") as handle:
         test = table_from_parquet(handle.read())
     if not benchmark.is_guarded:
         return test
-    return test.iloc[benchmark.public_positions].reset_index(drop=True)
+    positions = benchmark.public_positions if part == "public" else benchmark.private_positions
+    return test.iloc[positions].reset_index(drop=True)
 
 
 def _evaluation_input(submission: Submission, test: pd.DataFrame) -> EvaluationInput:

@@ -1,8 +1,9 @@
 from celery import shared_task
 from django.conf import settings
 
+from leaderboard.closing import private_scores_sweep
 from leaderboard.services import submissions_sweep
-from workers.evaluation import submission_evaluate, submission_measure_latency
+from workers.evaluation import private_score_evaluate, submission_evaluate, submission_measure_latency
 
 
 @shared_task(name="holdout.evaluate_submission", acks_late=True)
@@ -24,4 +25,10 @@ def sweep_stuck_submissions() -> dict:
     from workers.cleanup import leftovers_remove
 
     leftovers_remove()  # on the sweep's machine, orphans are found within one interval
-    return submissions_sweep()
+    return {**submissions_sweep(), **private_scores_sweep()}
+
+
+@shared_task(name="holdout.evaluate_private", acks_late=True)
+def evaluate_private(score_id: int) -> None:
+    """A counted submission on a closed benchmark's private rows, on the evaluate queue (leaderboard/closing.py)."""
+    private_score_evaluate(score_id)
