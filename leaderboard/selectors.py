@@ -16,7 +16,6 @@ from leaderboard.withholding import (
     release_resolution,
     released_intervals,
     released_metrics,
-    released_tag,
     report_shown,
     withheld_keys,
     withholding_in_force,
@@ -185,7 +184,7 @@ def report_chart(report, name: str, draw, *arguments):
     """`draw(report.document, *arguments)`, kept in the cache: a stored report never changes."""
     if report is None:
         return None
-    key = f"chart:v1:{report.pk}:{report.created_at.timestamp()}:{released_tag(report.submission.benchmark)}:{name}"
+    key = f"chart:v1:{report.pk}:{report.created_at.timestamp()}:{getattr(report, 'released_as', 'exact')}:{name}"
     found = cache.get(key)
     if found is None:
         try:

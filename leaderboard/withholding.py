@@ -123,7 +123,7 @@ def report_shown(report):
     if not withholding_in_force(benchmark) or report.evaluator not in LABEL_EVALUATORS:
         return report
     resolution = release_resolution(benchmark)
-    return type(report)(
+    shown = type(report)(
         pk=report.pk,
         submission=report.submission,
         evaluator=report.evaluator,
@@ -134,11 +134,9 @@ def report_shown(report):
         seconds=report.seconds,
         created_at=report.created_at,
     )
-
-
-def released_tag(benchmark) -> str:
-    """Part of a cache key for what is drawn from released figures: they change when it closes."""
-    return f"coarse{release_resolution(benchmark):g}" if withholding_in_force(benchmark) else "exact"
+    # Charts drawn from it are cached apart from the exact report's, which is shown once it closes.
+    shown.released_as = f"coarse{resolution:g}"
+    return shown
 
 
 def coarse_document(document, resolution: float):

@@ -64,6 +64,19 @@ def test_a_guarded_benchmark_evaluates_the_public_rows_only(
     small = [group for grouping in fairness["groupings"] for group in grouping["groups"] if group["count"] < 50]
     assert small and all(group["withheld"] and group["metrics"]["accuracy"]["value"] is None for group in small)
 
+    # Every page and download of it answers, and none holds the exact public figures (the
+    # accuracy's first release is exact: a share of 600 rows is on the Ladder's 1/600 grid).
+    import requests
+
+    exact = [f"{stored.metrics[key]:.4f}" for key in ("roc_auc", "log_loss", "balanced_accuracy")]
+    base = f"{live_server.url}/submissions/{body['id']}"
+    for path in ("/", "/body/", "/reports.json", "/fairness/", "/fairness.json", "/fairness.md"):
+        answer = requests.get(base + path, timeout=30)
+        assert answer.status_code == 200, (path, answer.text[:300])
+        assert not [text for text in exact if text in answer.text], path
+    board = requests.get(f"{live_server.url}/benchmarks/{benchmark.slug}/", timeout=30)
+    assert board.status_code == 200 and not [text for text in exact if text in board.text]
+
 
 def requests_json(url: str) -> dict:
     import requests
