@@ -291,6 +291,11 @@ class LeaderboardView(APIView):
                 "Leaderboard",
                 {
                     "benchmark": serializers.CharField(),
+                    "released": serializers.BooleanField(
+                        help_text="A guarded benchmark's public board while open: one entry per submitter (their "
+                        "Ladder's best) and the baselines, with released values and no intervals; on the default "
+                        "weights the score is the released utility."
+                    ),
                     "weights": serializers.DictField(child=serializers.FloatField()),
                     "constraints": serializers.ListField(child=serializers.CharField()),
                     "method": serializers.CharField(),
@@ -348,6 +353,7 @@ def board_document(board, request) -> dict:
     query = board.query
     return {
         "benchmark": board.benchmark.slug,
+        "released": board.released,
         "weights": query.weights,
         "constraints": [f"{c.key}{c.op}{c.value:g}" for c in query.constraints],
         "method": query.method,

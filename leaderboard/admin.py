@@ -8,7 +8,7 @@ from leaderboard.closing import benchmark_close, closed_at_words
 from leaderboard.errors import Rejected
 from leaderboard.forms import BenchmarkForm
 from leaderboard.metadata import metadata_check, metadata_parse
-from leaderboard.models import ApiToken, Benchmark, Report, Submission
+from leaderboard.models import ApiToken, Benchmark, LadderEntry, PrivateScore, Report, Submission
 from leaderboard.services import api_token_revoke, benchmark_create
 
 # The spec and the data are fixed once submissions exist: changing them would silently change
@@ -141,3 +141,30 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset:
             api_token_revoke(owner=token.owner, token_id=token.pk)
         self.message_user(request, f"Revoked {queryset.count()} token(s); their keys are refused from now on.")
+
+
+@admin.register(LadderEntry)
+class LadderEntryAdmin(admin.ModelAdmin):
+    """Each submitter's Ladders on guarded benchmarks, for the owner to read; only the workers move them."""
+
+    list_display = ("benchmark", "owner", "target", "best", "steps", "submissions", "best_submission")
+    list_filter = ("benchmark", "target")
+    search_fields = ("owner__username",)
+    readonly_fields = ("benchmark", "owner", "target", "best", "best_submission", "steps", "submissions")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(PrivateScore)
+class PrivateScoreAdmin(admin.ModelAdmin):
+    """The private board's measurements after closing; read-only: the worker and the sweep write them."""
+
+    list_display = ("submission", "counted_as", "status", "attempts", "finished_at")
+    list_filter = ("status", "counted_as", "submission__benchmark")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in PrivateScore._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -85,6 +85,11 @@ class Board:
     columns: BoardColumns | None = field(default=None, repr=False, compare=False)
 
     @property
+    def released(self) -> bool:
+        """A guarded benchmark's public board while open: released values, one row per submitter."""
+        return isinstance(self.columns, ReleasedColumns)
+
+    @property
     def pages(self) -> int:
         return max(1, math.ceil(self.ranked_count / self.query.page_size))
 

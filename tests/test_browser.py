@@ -13,6 +13,7 @@ import pytest
 from leaderboard.models import Submission
 from leaderboard.services import submission_create
 from tests.conftest import baseline_named, succeeded_submission, wait_for
+from tests.test_guarded import guarded_benchmark  # noqa: F401 (a fixture)
 from tests.environment import PROJECT_DIR
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -158,3 +159,42 @@ def test_home_shows_each_benchmark_with_its_leader(live_server, page, trade_off_
     wait_for(lambda: row.locator("a", has_text="accurate-slow").get_attribute("href"), what="leader link")
     assert "/submissions/" in row.locator("a", has_text="accurate-slow").get_attribute("href")
     screenshot(page, "home")
+
+
+def test_a_guarded_benchmark_page_before_and_after_closing_at_desktop_and_phone_widths(
+    live_server, browser, celery_worker, user, adult_baselines, guarded_benchmark
+):
+    from django.contrib.auth import get_user_model
+
+    from leaderboard.closing import benchmark_close
+    from leaderboard.models import PrivateScore
+    from tests.test_evaluation import submit_over_http, wait_until_finished
+
+    benchmark, _, _ = guarded_benchmark
+    for fragment in ("onnx:", "skops:"):
+        model = baseline_named(adult_baselines, fragment)
+        created = submit_over_http(live_server, user, benchmark, model.filename, model.data, name=f"{fragment[:-1]}-model")
+        assert wait_until_finished(created["url"])["status"] == "succeeded"
+
+    def look(name: str) -> str:
+        texts = []
+        for viewport, suffix in (({"width": 1280, "height": 900}, "desktop"), (PHONE, "phone")):
+            context = browser.new_context(viewport=viewport)
+            page = context.new_page()
+            page.goto(f"{live_server.url}/benchmarks/{benchmark.slug}/")
+            screenshot(page, f"{name}-{suffix}")
+            # Nothing wider than the screen: the boards scroll inside their own boxes.
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"] + 1, suffix
+            texts.append(page.locator("body").inner_text())
+            context.close()
+        return texts[0]
+
+    before = look("guarded-open")
+    assert "guarded: scores are computed on 600 public test rows" in before and "Private board" not in before
+
+    staff = get_user_model().objects.create_user("owner", "owner@example.com", "a staff horse battery", is_staff=True)
+    _, scores = benchmark_close(benchmark, by=staff)
+    assert len(scores) == 1, "one submitter, who chose none: their Ladder's best counts"
+    wait_for(lambda: PrivateScore.objects.filter(status="succeeded").count() == 1, timeout=120, what="the private score")
+    after = look("guarded-closed")
+    assert "Closed at" in after and "private" in after.lower()

@@ -71,6 +71,7 @@ def test_the_public_board_lists_each_submitters_released_best_by_released_utilit
     benchmark, submissions = competition
     body = client.get(f"/api/v1/benchmarks/{benchmark.slug}/leaderboard/").json()
     listed = {entry["submission"]["name"]: entry for entry in body["entries"]}
+    assert body["released"] is True
     assert set(listed) == {"baseline", "a3", "b1"}, "one row per submitter: the Ladder's best"
     for name in ("a3", "b1"):
         released = Submission.objects.get(pk=submissions[name].pk).released
@@ -152,3 +153,12 @@ def test_the_holdout_budget_counts_ladder_steps_and_reports_and_its_cap_refuses_
     assert not Submission.objects.filter(name="one more").exists()
     # Another submitter has a budget of their own.
     assert api_client.get(f"/api/v1/submissions/{submissions['b1'].pk}/").json()["holdout_budget"]["used"] >= 2
+
+
+def test_the_admin_lists_each_submitters_ladders(client, competition):
+    benchmark, _ = competition
+    staff = get_user_model().objects.create_superuser("owner", "owner@example.com", "a staff horse battery")
+    client.force_login(staff)
+    page = client.get("/admin/leaderboard/ladderentry/")
+    assert page.status_code == 200 and "bob" in page.content.decode()
+    assert client.get("/admin/leaderboard/privatescore/").status_code == 200
