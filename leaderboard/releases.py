@@ -1,6 +1,8 @@
-"""What a guarded benchmark releases of a succeeded submission's score: the Ladder, per submitter.
+"""What a guarded benchmark releases of a succeeded submission's score: the Ladders, per submitter.
 
-The pure rule is leaderboard/ladder.py; this module keeps each submitter's ladder in the database
+Two Ladders per submitter and benchmark: one on the primary metric, one on the default board's
+utility (its default weights and utility bounds, the score the public board ranks by). The pure
+rule is leaderboard/ladder.py; this module keeps each submitter's ladders in the database
 (LadderEntry, locked while a submission is judged, so two submissions finishing at once are judged
 one after the other) and pairs the candidate with the submitter's released best on the
 benchmark's shared bootstrap resamples, whose spread is the standard error of their difference
