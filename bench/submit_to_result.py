@@ -139,14 +139,24 @@ def submit_and_wait(port: int, token: str, baseline) -> dict:
     response.raise_for_status()
     url = response.json()["url"]
     deadline = accepted + WAIT_SECONDS
+    # The stage the server says is running, sampled every 50 ms: where the wall time goes.
+    stages: dict[str, float] = {}
+    seen, seen_at = None, accepted
     while True:
         body = requests.get(url, timeout=10).json()
+        now = time.perf_counter()
+        if seen is not None:
+            stages[seen] = stages.get(seen, 0.0) + now - seen_at
+        seen, seen_at = f"{body['status']}:{body['stage'] or '-'}", now
         if body["status"] in ("succeeded", "failed"):
             break
         if time.perf_counter() > deadline:
             raise SystemExit(f"{baseline.name} did not finish within {WAIT_SECONDS} s (stage {body['stage']})")
         time.sleep(0.05)
+    reports = {name: requests.get(link, timeout=10).json()["seconds"] for name, link in body["reports"].items()}
     return {
+        "stages": stages,
+        "reports": reports,
         "model": baseline.name,
         "status": body["status"],
         "end_to_end": time.perf_counter() - accepted,
@@ -173,6 +183,19 @@ def main() -> None:
                 f"{statistics.median(r['evaluation'] for r in mine):>13.2f}"
                 + (f"  {len(failed)} FAILED" if failed else "")
             )
+        print_split(name, rows)
+
+
+def print_split(name: str, rows: list[dict]) -> None:
+    """Per model, the median wall seconds in each stage the client saw, and each report's own seconds."""
+    print(f"\n{name}: seconds per stage as polled (status:stage), then per evaluator as its report recorded")
+    for model in dict.fromkeys(row["model"] for row in rows):
+        mine = [row for row in rows if row["model"] == model]
+        stages = dict.fromkeys(stage for row in mine for stage in row["stages"])
+        split = ", ".join(f"{stage} {statistics.median(r['stages'].get(stage, 0.0) for r in mine):.2f}" for stage in stages)
+        evaluators = dict.fromkeys(key for row in mine for key in row["reports"])
+        own = ", ".join(f"{key} {statistics.median(r['reports'].get(key, 0.0) for r in mine):.2f}" for key in evaluators)
+        print(f"  {model:<28} {split}\n  {'':<28} reports: {own}")
 
 
 if __name__ == "__main__":
