@@ -17,6 +17,9 @@ from what a live one uses, and every process the model starts carries this proce
 
 import contextlib
 import json
+import select
+import threading
+import time
 import zipfile
 import os
 import signal
@@ -35,6 +38,10 @@ from .probes import probe_files
 from .processes import MODEL_OWNER_VARIABLE, owner_identity
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+# Set to 0 to start a fresh interpreter for every model instead of forking from a model server.
+FORK_SERVER_VARIABLE = "HOLDOUT_MODEL_SERVER"
+# How long a model server may take to import its libraries, or to fork and answer.
+SERVER_START_SECONDS = 60.0
 _STDERR_TAIL_BYTES = 2000
 # The address space the model process needs before any model: pandas, pyarrow and scikit-learn
 # (skops) or onnxruntime map about 750 MB of libraries, and below that even a 7 KB logistic
@@ -152,7 +159,7 @@ def run_in_sandbox(
         }
         features.to_parquet(request["features_path"], index=False)
         (workdir / "request.json").write_text(json.dumps(request))
-        returncode, timed_out = _run_child(workdir, limits)
+        returncode, timed_out = _run_child(workdir, limits, artifact_format)
         ending = _Ending(returncode, timed_out, _stderr_tail(workdir), limits)
         if not Path(request["outcome_path"]).exists() and timed_out:
             raise ModelFailure(f"the model did not finish within {limits.wall_seconds:g} s (wall-clock limit)")
@@ -193,11 +200,17 @@ def _probe_outcome(files, limits: Limits) -> ProbeOutcome:
     return ProbeOutcome(outcome["document"], loaded, None, outcome["seconds"])
 
 
-def _run_child(workdir: Path, limits: Limits) -> tuple[int, bool]:
+def _run_child(workdir: Path, limits: Limits, artifact_format: str) -> tuple[int, bool]:
     """Run the model process to its end; returns its exit status and whether it timed out.
 
-    Called from the thread that waits for the child, which is the thread whose end kills it.
+    Forked by this process's model server for the format (ModelServer) when there is one, else a
+    fresh interpreter. Called from the thread that waits for the child, which is the thread whose
+    end kills it (and the server, and through it the child).
     """
+    if os.environ.get(FORK_SERVER_VARIABLE, "1") != "0":
+        server = ModelServer.for_format(artifact_format)
+        if server is not None:
+            return server.run(workdir / "request.json", limits.wall_seconds)
     with open(workdir / "stderr.txt", "wb") as stderr:
         child = subprocess.Popen(
             [sys.executable, "-m", "evaluators.model_process", str(workdir / "request.json"), str(os.getpid())],
@@ -217,6 +230,97 @@ def _run_child(workdir: Path, limits: Limits) -> tuple[int, bool]:
         # Also reached when this worker is being stopped while it waits.
         if child.returncode is None:
             _kill_process_group(child)
+
+
+class ModelServer:
+    """This process's model server for one artifact format (evaluators/model_process.py, --serve).
+
+    One per process and format, started on first use and kept; one model at a time (a lock), since
+    the server waits for each model process it forks. Anything unexpected (the server died, a
+    reply that does not parse) discards the server: the next run starts a new one, and this run
+    falls back to a fresh interpreter only when the server cannot even start."""
+
+    _servers: dict = {}
+    _owner = None  # the pid the servers belong to: a process forked from this one starts its own
+    _lock = threading.Lock()
+
+    def __init__(self, artifact_format: str):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "evaluators.model_process", "--serve", artifact_format, str(os.getpid())],
+            cwd="/",
+            env=_child_environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.lock = threading.Lock()
+        self._buffer = b""
+        if self._reply(SERVER_START_SECONDS) != {"ready": True}:
+            self.close()
+            raise OSError("the model server did not start")
+
+    @classmethod
+    def for_format(cls, artifact_format: str) -> "ModelServer | None":
+        with cls._lock:
+            if cls._owner != os.getpid():
+                cls._servers, cls._owner = {}, os.getpid()
+            server = cls._servers.get(artifact_format)
+            if server is None or server.process.poll() is not None:
+                try:
+                    server = cls._servers[artifact_format] = cls(artifact_format)
+                except OSError:
+                    cls._servers.pop(artifact_format, None)
+                    return None
+            return server
+
+    def run(self, request_path: Path, wall_seconds: float) -> tuple[int, bool]:
+        with self.lock:
+            pid = None
+            try:
+                self.process.stdin.write(f"{request_path}\n".encode())
+                self.process.stdin.flush()
+                pid = self._reply(SERVER_START_SECONDS)["pid"]
+                ended = self._reply(wall_seconds)
+                if ended is None:
+                    _kill_group(pid)
+                    ended = self._reply(SERVER_START_SECONDS)
+                    if ended is None:
+                        self.close()
+                    return (ended or {}).get("returncode", -signal.SIGKILL), True
+                return ended["returncode"], False
+            except BaseException:
+                # Also reached when this worker is being stopped while it waits.
+                if pid is not None:
+                    _kill_group(pid)
+                self.close()
+                raise
+
+    def _reply(self, seconds: float) -> dict | None:
+        """The server's next line as JSON, or None when none came within `seconds`."""
+        deadline = time.monotonic() + seconds
+        stdout = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
+                return None
+            chunk = os.read(stdout, 4096)
+            if not chunk:
+                raise OSError("the model server ended")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        ModelServer._servers = {key: server for key, server in ModelServer._servers.items() if server is not self}
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _kill_process_group(child: subprocess.Popen) -> None:

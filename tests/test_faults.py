@@ -44,15 +44,17 @@ def database_name() -> str:
 
 
 def model_processes(marker: str) -> list[int]:
-    """The pids of live model processes whose command line mentions `marker` (their folder)."""
+    """The pids of live model processes whose command line or working folder mentions `marker`
+    (a fresh interpreter names its request; one forked by a model server runs in its folder)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and _alive(int(entry.name)):
             try:
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                folder = os.readlink(entry / "cwd")
             except OSError:
                 continue
-            if "evaluators.model_process" in command and marker in command:
+            if "evaluators.model_process" in command and marker in command + " " + folder:
                 pids.append(int(entry.name))
     return pids
 
