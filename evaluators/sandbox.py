@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,8 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 FORK_SERVER_VARIABLE = "HOLDOUT_MODEL_SERVER"
 # How long a model server may take to import its libraries, or to fork and answer.
 SERVER_START_SECONDS = 60.0
+# How often a waiting sandbox looks for the probe the model process has started.
+WATCH_SECONDS = 0.25
 _STDERR_TAIL_BYTES = 2000
 # The address space the model process needs before any model: pandas, pyarrow and scikit-learn
 # (skops) or onnxruntime map about 750 MB of libraries, and below that even a 7 KB logistic
@@ -131,8 +133,12 @@ def run_in_sandbox(
     limits: Limits,
     predict: bool = True,
     probes: dict[str, dict] | None = None,
+    on_probe: Callable[[str], None] | None = None,
 ) -> SandboxRun:
     """Load the model once in a limited child, predict the features, then run the probes.
+
+    `on_probe(name)` is called (from this thread, within a quarter of a second) as each probe starts,
+    so the caller can say what is really running.
 
     A model that fails to load or predict raises ModelFailure. A probe that fails, crashes the
     process or runs out of time loses only its own outcome (and those after it).
@@ -159,7 +165,9 @@ def run_in_sandbox(
         }
         features.to_parquet(request["features_path"], index=False)
         (workdir / "request.json").write_text(json.dumps(request))
-        returncode, timed_out = _run_child(workdir, limits, artifact_format)
+        watch = _ProbeWatch(workdir, list(probes), on_probe)
+        returncode, timed_out = _run_child(workdir, limits, artifact_format, watch)
+        watch()  # a probe that started and ended between two looks is still said
         ending = _Ending(returncode, timed_out, _stderr_tail(workdir), limits)
         if not Path(request["outcome_path"]).exists() and timed_out:
             raise ModelFailure(f"the model did not finish within {limits.wall_seconds:g} s (wall-clock limit)")
@@ -200,7 +208,19 @@ def _probe_outcome(files, limits: Limits) -> ProbeOutcome:
     return ProbeOutcome(outcome["document"], loaded, None, outcome["seconds"])
 
 
-def _run_child(workdir: Path, limits: Limits, artifact_format: str) -> tuple[int, bool]:
+class _ProbeWatch:
+    """Calls on_probe for each probe whose started-file has appeared since the last look."""
+
+    def __init__(self, workdir: Path, names: list[str], on_probe):
+        self.pending = [(name, probe_files(workdir, name).started) for name in names] if on_probe else []
+        self.on_probe = on_probe
+
+    def __call__(self) -> None:
+        while self.pending and self.pending[0][1].exists():
+            self.on_probe(self.pending.pop(0)[0])
+
+
+def _run_child(workdir: Path, limits: Limits, artifact_format: str, watch: _ProbeWatch) -> tuple[int, bool]:
     """Run the model process to its end; returns its exit status and whether it timed out.
 
     Forked by this process's model server for the format (ModelServer) when there is one, else a
@@ -210,7 +230,7 @@ def _run_child(workdir: Path, limits: Limits, artifact_format: str) -> tuple[int
     if os.environ.get(FORK_SERVER_VARIABLE, "1") != "0":
         server = ModelServer.for_format(artifact_format)
         if server is not None:
-            return server.run(workdir / "request.json", limits.wall_seconds)
+            return server.run(workdir / "request.json", limits.wall_seconds, watch)
     with open(workdir / "stderr.txt", "wb") as stderr:
         child = subprocess.Popen(
             [sys.executable, "-m", "evaluators.model_process", str(workdir / "request.json"), str(os.getpid())],
@@ -221,11 +241,16 @@ def _run_child(workdir: Path, limits: Limits, artifact_format: str) -> tuple[int
             stderr=stderr,
             start_new_session=True,  # its own process group, so a timeout can kill all of it
         )
+    deadline = time.monotonic() + limits.wall_seconds
     try:
-        return child.wait(timeout=limits.wall_seconds), False
-    except subprocess.TimeoutExpired:
-        _kill_process_group(child)
-        return child.returncode, True
+        while True:
+            try:
+                return child.wait(timeout=min(WATCH_SECONDS, max(0.0, deadline - time.monotonic()))), False
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    _kill_process_group(child)
+                    return child.returncode, True
+                watch()
     finally:
         # Also reached when this worker is being stopped while it waits.
         if child.returncode is None:
@@ -274,14 +299,14 @@ class ModelServer:
                     return None
             return server
 
-    def run(self, request_path: Path, wall_seconds: float) -> tuple[int, bool]:
+    def run(self, request_path: Path, wall_seconds: float, watch) -> tuple[int, bool]:
         with self.lock:
             pid = None
             try:
                 self.process.stdin.write(f"{request_path}\n".encode())
                 self.process.stdin.flush()
                 pid = self._reply(SERVER_START_SECONDS)["pid"]
-                ended = self._reply(wall_seconds)
+                ended = self._reply(wall_seconds, watch)
                 if ended is None:
                     _kill_group(pid)
                     ended = self._reply(SERVER_START_SECONDS)
@@ -296,14 +321,19 @@ class ModelServer:
                 self.close()
                 raise
 
-    def _reply(self, seconds: float) -> dict | None:
-        """The server's next line as JSON, or None when none came within `seconds`."""
+    def _reply(self, seconds: float, watch=None) -> dict | None:
+        """The server's next line as JSON, or None when none came within `seconds`; `watch` is
+        called every WATCH_SECONDS while it waits."""
         deadline = time.monotonic() + seconds
         stdout = self.process.stdout.fileno()
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
+            if remaining <= 0:
                 return None
+            if not select.select([stdout], [], [], min(remaining, WATCH_SECONDS))[0]:
+                if watch is not None:
+                    watch()
+                continue
             chunk = os.read(stdout, 4096)
             if not chunk:
                 raise OSError("the model server ended")

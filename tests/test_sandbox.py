@@ -191,3 +191,59 @@ def test_a_model_that_outgrows_the_memory_limit_fails_while_it_fits_on_fewer_row
     np.testing.assert_allclose(fits.labels, [25_000_000.0])
     message = failure(tmp_path, data, ages(*range(40)), task="regression", limits=limits)
     assert message == "the model process ran out of its 1024 MB memory limit"
+
+
+def run_with_probes(tmp_path, data: bytes, features: pd.DataFrame, seen: list, artifact_format="skops"):
+    from evaluators.sandbox import run_in_sandbox
+
+    path = tmp_path / f"model.{artifact_format}"
+    path.write_bytes(data)
+    return run_in_sandbox(
+        artifact_path=str(path),
+        artifact_format=artifact_format,
+        features=features,
+        task="binary",
+        skops_trusted=factories.DEFAULT_TRUSTED,
+        limits=GENEROUS,
+        probes={"inspect": {}},
+        on_probe=seen.append,
+    )
+
+
+@pytest.mark.parametrize("server", ["1", "0"])
+def test_both_ways_of_starting_a_model_process_predict_alike_and_say_when_a_probe_starts(
+    tmp_path, census, monkeypatch, server
+):
+    from evaluators.sandbox import FORK_SERVER_VARIABLE, ModelServer
+
+    monkeypatch.setenv(FORK_SERVER_VARIABLE, server)
+    features, labels = census
+    model = factories.logistic_pipeline(features, labels)
+    seen = []
+    run = run_with_probes(tmp_path, factories.skops_bytes(model), features, seen)
+    np.testing.assert_array_equal(run.predictions.labels, model.predict(features))
+    assert seen == ["inspect"] and run.probes["inspect"].error is None
+    assert run.isolation["network"]["summary"].startswith("network:")
+    if server == "1":
+        assert ModelServer._servers["skops"].process.poll() is None
+
+
+def test_the_model_server_is_kept_its_model_processes_are_not_and_a_dead_one_is_replaced(tmp_path, census):
+    import os
+
+    from evaluators.sandbox import ModelServer
+
+    features, labels = census
+    data = factories.skops_bytes(factories.logistic_pipeline(features, labels))
+    for attempt in range(2):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        assert run_with_probes(folder, data, features, []).probes["inspect"].error is None
+    server = ModelServer.for_format("skops")
+    assert server.process.poll() is None, "kept for the next model"
+    # Each model ran in a process of its own, which has ended: only the server is left.
+    children = [int(pid) for pid in open(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read().split()]
+    assert children == []
+    os.kill(server.process.pid, 9)
+    server.process.wait()
+    assert ModelServer.for_format("skops").process.poll() is None, "a dead server is replaced"

@@ -58,9 +58,14 @@ log = logging.getLogger(__name__)
 STAGE_LABELS = {
     "starting": "Reading the test set",
     "predicting": "Running the model on the test set",
+    "inspecting": "Measuring the model in memory",
+    "explaining": "Explaining the model's predictions (SHAP)",
     Submission.LATENCY: "Measuring latency",
 }
 
+
+# The stage a submission shows while the model process runs each probe of the evaluation phase.
+PROBE_STAGES = {"inspect": ("inspecting", 0.12), "explain": ("explaining", 0.15)}
 
 # Waits between tries of a database write whose connection was lost: about half a minute in all,
 # enough for a database restart or failover, well within a heartbeat's staleness.
@@ -133,7 +138,12 @@ def _evaluation_phase(submission: Submission) -> None:
     evaluators = [e for e in _enabled_evaluators(benchmark, queue="evaluate") if e.applies(base)]
 
     durably(submission_progress, submission, stage="predicting", progress=0.1)
-    run = _sandbox_run(submission, test, base, evaluators, predict=True)
+
+    def probe_started(name: str) -> None:
+        stage, progress = PROBE_STAGES.get(name, (name, 0.15))
+        durably(submission_progress, submission, stage=stage, progress=progress)
+
+    run = _sandbox_run(submission, test, base, evaluators, predict=True, on_probe=probe_started)
     data = replace(base, predictions=run.predictions, probes=run.probes)
 
     resample_values: dict[str, list] = {}
@@ -358,7 +368,13 @@ def _evaluation_input(submission: Submission, test: pd.DataFrame) -> EvaluationI
 
 
 def _sandbox_run(
-    submission: Submission, test: pd.DataFrame, base: EvaluationInput, evaluators: list[Evaluator], *, predict: bool
+    submission: Submission,
+    test: pd.DataFrame,
+    base: EvaluationInput,
+    evaluators: list[Evaluator],
+    *,
+    predict: bool,
+    on_probe=None,
 ) -> SandboxRun:
     probes: dict[str, dict] = {}
     for evaluator in evaluators:
@@ -385,6 +401,7 @@ def _sandbox_run(
             ),
             predict=predict,
             probes=probes,
+            on_probe=on_probe,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
