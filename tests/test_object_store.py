@@ -135,3 +135,20 @@ def test_a_submission_is_stored_read_and_evaluated_through_the_object_store(
 
     csv = requests.get(f"{live_server.url}/benchmarks/{benchmark.slug}/train.csv", timeout=30)
     assert csv.status_code == 200 and csv.text.startswith(",".join(ADULT_SPEC["feature_columns"][:2]))
+
+
+def test_prepare_storage_creates_a_missing_bucket_and_checks_it(db, on_object_store, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    options = {**settings.STORAGES["default"]["OPTIONS"], "bucket_name": "holdout-created"}
+    settings.S3_OPTIONS = options
+    settings.FILE_STORAGE = "storages.backends.s3.S3Storage"
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": settings.FILE_STORAGE, "OPTIONS": options}}
+    out = StringIO()
+    call_command("prepare_storage", stdout=out)
+    assert "Created the bucket 'holdout-created'" in out.getvalue() and "Storage ready" in out.getvalue()
+    call_command("prepare_storage", stdout=StringIO())  # a second time finds it
+    names = {bucket["Name"] for bucket in on_object_store["client"].list_buckets()["Buckets"]}
+    assert "holdout-created" in names
