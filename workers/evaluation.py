@@ -15,6 +15,7 @@ survives a lost connection (a restarted database, a terminated backend): the con
 closed and the write tried again, so the result is not lost with it.
 """
 
+import functools
 import logging
 import os
 import platform
@@ -66,6 +67,9 @@ STAGE_LABELS = {
 
 # The stage a submission shows while the model process runs each probe of the evaluation phase.
 PROBE_STAGES = {"inspect": ("inspecting", 0.12), "explain": ("explaining", 0.15)}
+
+# Test tables a worker process keeps read (workers/evaluation.py _test_table), most recent first.
+TEST_TABLES_KEPT = 4
 
 # Waits between tries of a database write whose connection was lost: about half a minute in all,
 # enough for a database restart or failover, well within a heartbeat's staleness.
@@ -337,12 +341,21 @@ def _test_set(benchmark: Benchmark, part: str = "public") -> pd.DataFrame:
         raise ValueError(f"unknown part of the test set: {part!r}")
     if part == "private" and not (benchmark.is_guarded and benchmark.is_closed):
         raise RuntimeError(f"the private rows of '{benchmark.slug}' are read only after a guarded benchmark closes")
-    with benchmark.test_data.open("rb") as handle:
-        test = table_from_parquet(handle.read())
+    test = _test_table(benchmark.pk, benchmark.test_data.name, benchmark.created_at)
     if not benchmark.is_guarded:
-        return test
+        return test.copy()
     positions = benchmark.public_positions if part == "public" else benchmark.private_positions
     return test.iloc[positions].reset_index(drop=True)
+
+
+@functools.lru_cache(maxsize=TEST_TABLES_KEPT)
+def _test_table(benchmark_id: int, name: str, created_at) -> pd.DataFrame:
+    """A benchmark's hidden test table, read from storage once per worker process: it never changes
+    once the benchmark exists (the file is fixed; the key holds the creation time, so a benchmark
+    deleted and made again under the same id and file name is read anew), and each submission's
+    evaluation and latency phases, and each private score, would read it again."""
+    with Benchmark.objects.get(pk=benchmark_id).test_data.open("rb") as handle:
+        return table_from_parquet(handle.read())
 
 
 def _evaluation_input(submission: Submission, test: pd.DataFrame) -> EvaluationInput:
