@@ -95,23 +95,12 @@ def seconds_between(start: str, end: str) -> float:
 def run(name: str, repeat: int) -> list[dict]:
     sys.path.insert(0, str(PROJECT))
     from leaderboard.demo.baselines import train_baselines
-    from leaderboard.demo.synthetic import ADULT_SPEC, adult_dataset
+    from leaderboard.demo.synthetic import ADULT_SPEC
 
     with tempfile.TemporaryDirectory(prefix=f"holdout-bench-{name}-") as folder:
         var_dir = Path(folder)
         env = prepare(name, var_dir)
-        train, test = adult_dataset()
-        train.to_parquet(var_dir / "train.parquet")
-        test.to_parquet(var_dir / "test.parquet")
-        manage(
-            env, "create_benchmark", "adult", "--name", "Adult", "--task", "binary", "--target", "income",
-            "--features", ",".join(ADULT_SPEC["feature_columns"]), "--sensitive", "sex,race",
-            "--positive-label", ">50K", "--train", str(var_dir / "train.parquet"), "--test", str(var_dir / "test.parquet"),
-        )
-        # Staff, so the rounds are not cut short by the benchmark's daily submission quota.
-        manage(
-            env, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('bench', is_staff=True)"
-        )
+        train = adult_benchmark_with_staff(env, var_dir)
         token = manage(env, "drf_create_token", "bench").split()[2]
         baselines = train_baselines(train, ADULT_SPEC)
         port = free_port()
@@ -125,6 +114,25 @@ def run(name: str, repeat: int) -> list[dict]:
         finally:
             stop(processes)
     return [row for row in rows if row["round"] > 0]
+
+
+def adult_benchmark_with_staff(env: dict, folder: Path):
+    """The Adult benchmark ("adult") made with create_benchmark, and a staff user "bench" (staff,
+    so a bench is not cut short by the daily quota); returns the training frame."""
+    from leaderboard.demo.synthetic import ADULT_SPEC, adult_dataset
+
+    train, test = adult_dataset()
+    train.to_parquet(folder / "train.parquet")
+    test.to_parquet(folder / "test.parquet")
+    manage(
+        env, "create_benchmark", "adult", "--name", "Adult", "--task", "binary", "--target", "income",
+        "--features", ",".join(ADULT_SPEC["feature_columns"]), "--sensitive", "sex,race",
+        "--positive-label", ">50K", "--train", str(folder / "train.parquet"), "--test", str(folder / "test.parquet"),
+    )
+    manage(
+        env, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('bench', is_staff=True)"
+    )
+    return train
 
 
 def submit_and_wait(port: int, token: str, baseline) -> dict:

@@ -36,7 +36,15 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from submit_to_result import PROJECT, PYTHON, free_port, manage, seconds_between, stop  # noqa: E402
+from submit_to_result import (  # noqa: E402
+    PROJECT,
+    PYTHON,
+    adult_benchmark_with_staff,
+    free_port,
+    manage,
+    seconds_between,
+    stop,
+)
 
 sys.path.insert(0, str(BENCH.parent / "tests"))
 from test_object_store import weed_port  # noqa: E402
@@ -169,19 +177,7 @@ def run(workers: int, count: int, model, *, latency: bool) -> dict:
         processes = []
         try:
             env = prepared(folder, store_env)
-            from leaderboard.demo.synthetic import ADULT_SPEC, adult_dataset
-
-            train, test = adult_dataset()
-            train.to_parquet(folder / "train.parquet")
-            test.to_parquet(folder / "test.parquet")
-            manage(
-                env, "create_benchmark", "adult", "--name", "Adult", "--task", "binary", "--target", "income",
-                "--features", ",".join(ADULT_SPEC["feature_columns"]), "--sensitive", "sex,race",
-                "--positive-label", ">50K", "--train", str(folder / "train.parquet"),
-                "--test", str(folder / "test.parquet"),
-            )
-            manage(env, "shell", "-c",
-                   "from django.contrib.auth.models import User; User.objects.create_user('bench', is_staff=True)")
+            adult_benchmark_with_staff(env, folder)
             if not latency:
                 # The evaluate queue's own rate: the benchmark measures no latency and no serving cost.
                 manage(env, "shell", "-c",

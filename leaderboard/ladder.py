@@ -30,6 +30,7 @@ spread of its paired bootstrap resamples on the benchmark's shared resample indi
 bootstrap's estimate of the same standard error (`paired_standard_error(kind="resamples")`).
 """
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -158,6 +159,7 @@ def ladder_error_bound(n: int, k: int, step: float, beta: float = 0.05) -> float
     return math.sqrt((bits * math.log(2) + math.log(2 / beta)) / (2 * n)) + step
 
 
+@functools.lru_cache(maxsize=64)
 def default_step(n: int, k: int, beta: float = 0.05) -> float:
     """The step that makes ladder_error_bound smallest for n rows and k submissions (of the order
     (log(kn) / n)^(1/3), as the paper's theorem sets it), among 1e-4 .. 0.5 on a log grid."""

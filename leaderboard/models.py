@@ -154,13 +154,17 @@ class Benchmark(models.Model):
         return self.closed_at is not None
 
 
-class Submission(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+class EvaluationStatus(models.TextChoices):
+    """Where an evaluation stands: a submission's, and a private score's after closing."""
 
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Submission(models.Model):
+    Status = EvaluationStatus
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
     # A running submission is in one of two phases: evaluation (any other stage) or latency.
     LATENCY_QUEUED = "latency-queued"
@@ -280,12 +284,7 @@ class PrivateScore(models.Model):
 
     Made only when the benchmark closes, so before that no private value exists anywhere."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
+    Status = EvaluationStatus
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
 
     class Counted(models.TextChoices):
