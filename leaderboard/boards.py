@@ -14,7 +14,7 @@ from leaderboard.board_columns import BoardColumns, board_columns
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Submission
 from leaderboard.objectives import OBJECTIVES_IN_ORDER, Objective
-from leaderboard.ranking import Constraint, ObjectiveSpec, RankedBoard, parse_constraints, rank_board
+from leaderboard.ranking import Constraint, ObjectiveSpec, RankedBoard, RowReasons, parse_constraints, rank_board
 from leaderboard.released_board import ReleasedColumns, by_released_utility, released_columns
 from leaderboard.withholding import withholding_in_force
 
@@ -244,7 +244,9 @@ def _columns_and_bounds(benchmark: Benchmark, objectives: list[Objective]) -> tu
     return (released_columns(benchmark, keys) if withholding_in_force(benchmark) else measured), bounds
 
 
-def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
+def board_get(benchmark: Benchmark, query: BoardQuery, *, whole_frontier: bool = False) -> Board:
+    """The board the query asks for. Pareto flags are computed for the page's rows, or for every
+    row with `whole_frontier` (the page's scatter draws the frontier beyond the page)."""
     objectives = benchmark_objectives(benchmark)
     if query.method == "dynascore" and not query.weights.get(benchmark.primary_metric):
         raise Rejected(
@@ -255,11 +257,12 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
     columns, bounds = _columns_and_bounds(benchmark, objectives)
     if not columns.ids:
         return Board(benchmark, query, objectives, bounds, [], 0, [], [], 0, 0)
-    ranked, order = _ranked(benchmark, query, objectives, bounds, columns)
+    ranked, order = _ranked(benchmark, query, objectives, bounds, columns, whole_frontier=whole_frontier)
     start = (query.page - 1) * query.page_size
     page = order[start : start + query.page_size]
-    excluded = [row for row in range(len(columns.ids)) if ranked.excluded[row]]
-    unscored = [row for row in range(len(columns.ids)) if ranked.unscored[row] and not ranked.excluded[row]]
+    broken, missing = _reason_masks(ranked)
+    excluded = np.flatnonzero(broken).tolist()
+    unscored = np.flatnonzero(missing & ~broken).tolist()
     entry = _entry_maker(ranked, columns, {*page, *excluded[:MAX_LISTED], *unscored[:MAX_LISTED]})
     return Board(
         benchmark=benchmark,
@@ -278,6 +281,14 @@ def board_get(benchmark: Benchmark, query: BoardQuery) -> Board:
     )
 
 
+def _reason_masks(ranked: RankedBoard) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows broke a constraint and which could not be scored, without wording every row's reason."""
+    def mask(reasons):
+        return reasons.mask if isinstance(reasons, RowReasons) else np.array([bool(r) for r in reasons], dtype=bool)
+
+    return mask(ranked.excluded), mask(ranked.unscored)
+
+
 def objective_specs(objectives: list[Objective], bounds: dict) -> list[ObjectiveSpec]:
     return [
         ObjectiveSpec(
@@ -294,7 +305,7 @@ def objective_specs(objectives: list[Objective], bounds: dict) -> list[Objective
 
 
 def _ranked(
-    benchmark, query, objectives, bounds, columns: BoardColumns, *, row: int | None = None
+    benchmark, query, objectives, bounds, columns: BoardColumns, *, row: int | None = None, whole_frontier: bool = False
 ) -> tuple[RankedBoard, list[int]]:
     """The board ranked by the query, and the order of the rows it lists (the Pareto set alone if asked).
 
@@ -317,7 +328,8 @@ def _ranked(
     window = (start, start + query.page_size)
     try:
         if row is not None:
-            points = rank_board(columns.values, specs, weights, **arguments)
+            # The point scores alone place the row; an empty window ranks nothing.
+            points = rank_board(columns.values, specs, weights, window=(0, 0), memo=columns.memo, **arguments)
             position = np.flatnonzero(points.order == row)
             window = (int(position[0]), int(position[0]) + 1) if len(position) else (0, 0)
         # The Pareto flags need every row's resamples, whichever rows the window holds.
@@ -331,6 +343,10 @@ def _ranked(
             resamples=resamples,
             window=window,
             pareto_only=query.pareto_only and row is None,
+            # A released board is listed by another order than the one ranked here, so its page's
+            # rows need every row's flag.
+            whole_frontier=whole_frontier or isinstance(columns, ReleasedColumns),
+            memo=columns.memo,
             **arguments,
         )
     except ValueError as error:

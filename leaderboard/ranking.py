@@ -45,8 +45,12 @@ page share. Its steps, in order:
    so a difference in the last bits of a float is no reason to be on the frontier.
 """
 
+import hashlib
 import math
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +69,12 @@ PAIR_BLOCK = 64
 # The Pareto sweep compares the undecided rows with possible dominators in chunks of 32, 64, 128,
 # ... rows, strongest first: most dominated rows are settled by the first chunk.
 PARETO_FIRST_CHUNK = 32
+# ...and a target the bounds leave open is compared exactly with this many rivals at a time,
+# strongest first, stopping at the first that dominates it.
+PARETO_EXACT_CHUNK = 256
+# What a board's RankingMemo may hold: at 100,000 submissions and 200 resamples one objective's
+# win rates on every resample are 160 MB, its order statistics a few MB.
+MEMO_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,8 @@ class RankedBoard:
     scores: np.ndarray  # (n,) float: higher is better; NaN for rows not ranked
     score_intervals: np.ndarray  # (n, 2) float: 95% percentile interval over resamples, NaN if unavailable
     pareto: np.ndarray  # (n,) bool: ranked and not dominated on the weighted objectives
-    excluded: list[list[str]]  # per row: the constraints it breaks, e.g. "latency_p99_ms<=10 (is 12.3)"
-    unscored: list[str | None]  # per row: why it could not be scored, e.g. "missing roc_auc"
+    excluded: Sequence[list[str]]  # per row: the constraints it breaks, e.g. "latency_p99_ms<=10 (is 12.3)"
+    unscored: Sequence[str | None]  # per row: why it could not be scored, e.g. "missing roc_auc"
     notes: tuple[str, ...] = ()  # what the reader should know about the scores, e.g. a Dynascore term set to 0
 
 
@@ -155,6 +165,8 @@ def rank_board(
     confidence: float = 0.95,
     window: tuple[int, int] | None = None,
     pareto_only: bool = False,
+    whole_frontier: bool = False,
+    memo: "RankingMemo | None" = None,
 ) -> RankedBoard:
     """Rank the rows of `values` (submissions x objectives, NaN = not measured) by the reader's weights.
 
@@ -167,7 +179,9 @@ def rank_board(
     difference counts (see the module docstring). `confidence` is the level of the intervals that
     decide significance. `window` (start, stop) limits ranks, rank intervals, ties and score
     intervals to those positions of the listed order: the ranked order, or its Pareto-optimal rows
-    alone with `pareto_only` (a page of the frontier).
+    alone with `pareto_only` (a page of the frontier); Pareto flags too, unless `pareto_only` or
+    `whole_frontier` asks for every row's. `memo` keeps the work that does not depend on the weights for the next
+    ranking of the same values and resamples (the caller's promise: pass a memo with one board only).
     """
     values = np.asarray(values, dtype=float)
     weights = np.asarray(weights, dtype=float)
@@ -185,7 +199,10 @@ def rank_board(
     if len(rows) == 0:
         ranking = _NOTHING_RANKED
     else:
-        ranking = _rank_rows(method, values, resamples, rows, used, weighted, confidence, window, pareto_only)
+        memo = RankingMemo() if memo is None else memo
+        ranking = _rank_rows(
+            method, values, resamples, rows, used, weighted, confidence, window, pareto_only, whole_frontier, memo
+        )
 
     n = len(values)
     return RankedBoard(
@@ -354,27 +371,50 @@ def _check_constraints(constraints, keys) -> None:
             )
 
 
-def _constraint_breaches(values, keys, constraints) -> tuple[np.ndarray, list[list[str]]]:
-    breaches = [[] for _ in range(len(values))]
-    broken = np.zeros(len(values), dtype=bool)
-    for constraint in constraints:
-        column = values[:, keys.index(constraint.key)]
-        # A comparison with NaN is false, so an unmeasured value breaks the constraint: a hard
-        # requirement nobody checked is not met.
-        fails = ~OPERATORS[constraint.op](column, constraint.value)
-        for row, value in zip(np.flatnonzero(fails).tolist(), column[fails].tolist()):
-            breaches[row].append(constraint.breach(value))
-        broken |= fails
-    return broken, breaches
+class RowReasons(Sequence):
+    """Per row, why it is set apart (a list of broken constraints, or a missing objective), worded
+    when read: a board of 100,000 rows shows a hundred of them, and a string per row would cost
+    more than ranking it. `mask` says which rows have a reason."""
+
+    def __init__(self, mask: np.ndarray, word: Callable[[int], object], empty):
+        self.mask, self._word, self._empty = mask, word, empty
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[index] for index in range(*row.indices(len(self)))]
+        return self._word(int(row)) if self.mask[row] else (list(self._empty) if isinstance(self._empty, list) else self._empty)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
-def _missing_objectives(weighted_values, weighted_keys) -> tuple[np.ndarray, list[str | None]]:
+def _constraint_breaches(values, keys, constraints) -> tuple[np.ndarray, RowReasons]:
+    columns = [values[:, keys.index(constraint.key)] for constraint in constraints]
+    # A comparison with NaN is false, so an unmeasured value breaks the constraint: a hard
+    # requirement nobody checked is not met.
+    fails = [~OPERATORS[c.op](column, c.value) for c, column in zip(constraints, columns)]
+    broken = np.logical_or.reduce(fails) if fails else np.zeros(len(values), dtype=bool)
+
+    def word(row):
+        return [c.breach(float(column[row])) for c, column, fail in zip(constraints, columns, fails) if fail[row]]
+
+    return broken, RowReasons(broken, word, [])
+
+
+def _missing_objectives(weighted_values, weighted_keys) -> tuple[np.ndarray, RowReasons]:
     absent = np.isnan(weighted_values)
     missing = absent.any(axis=1)
-    reasons = [None] * len(weighted_values)
-    for row in np.flatnonzero(missing).tolist():
-        reasons[row] = "missing " + ", ".join(key for key, gone in zip(weighted_keys, absent[row]) if gone)
-    return missing, reasons
+
+    def word(row):
+        return "missing " + ", ".join(key for key, gone in zip(weighted_keys, absent[row]) if gone)
+
+    return missing, RowReasons(missing, word, None)
 
 
 def _spread(n, rows, ranked_values, fill) -> np.ndarray:
@@ -384,27 +424,30 @@ def _spread(n, rows, ranked_values, fill) -> np.ndarray:
     return spread
 
 
-def _rank_rows(method, values, resamples, rows, used, weighted, confidence, window, pareto_only) -> _Ranking:
+def _rank_rows(
+    method, values, resamples, rows, used, weighted, confidence, window, pareto_only, whole_frontier, memo
+) -> _Ranking:
     point_values = values[np.ix_(rows, used)]
-    points = _SCORES[method]([column[None, :] for column in point_values.T], weighted)[:, 0]
+    board = _Board(values, resamples, rows, used, weighted, memo)
+    points = board.point_scores(method)
     order = np.argsort(-points, kind="stable")  # equal scores keep the caller's row order
-    if resamples is None:
-        by_resample, samples = [column[None, :] for column in point_values.T], points[:, None]
-    else:
-        by_resample = [_by_resample(resamples[column], rows) for column in used]
-        samples = _SCORES[method](by_resample, weighted)
-    signed_points = point_values * weighted.signs
-    objectives = [
-        _paired(np.ascontiguousarray(_signed(sampled, sign).T), point, confidence, PARETO_TOLERANCE)
-        for sampled, sign, point in zip(by_resample, weighted.signs, signed_points.T)
-    ]
-    pareto = _pareto_optimal(objectives, _rescaled_sum(signed_points))
+    objectives = [board.objective_paired(index, confidence) for index in range(len(used))]
+    # Listing the frontier needs every row's flag; a page needs only its own rows'.
+    whole = window is None or pareto_only or whole_frontier
+    # The strongest rows first, where the Pareto sweep looks for dominators.
+    ahead = memo.get(("ahead", board.rows_key), lambda: np.argsort(-_rescaled_sum(point_values * weighted.signs), kind="stable"))
+    if whole:
+        pareto = memo.get(("pareto", board.rows_key, confidence), lambda: _pareto_optimal(objectives, ahead=ahead))
     listed = order[pareto[order]] if pareto_only else order
-    ranks, rank_intervals, tied = _ranks(_paired(samples, points, confidence, 0.0), listed, window)
+    score = _score_paired(method, board, points, confidence)
+    ranks, rank_intervals, tied = _ranks(score, listed, window)
     shown = np.flatnonzero(ranks)
+    if not whole:
+        pareto = np.zeros(len(rows), dtype=bool)
+        pareto[shown] = _pareto_optimal(objectives, shown, ahead=ahead)
     intervals = np.full((len(rows), 2), np.nan)
     if resamples is not None and len(shown):
-        intervals[shown] = _nanquantiles(samples[shown], [0.025, 0.975]).T
+        intervals[shown] = _nanquantiles(score.rows_samples(shown), [0.025, 0.975]).T
     return _Ranking(
         order=order,
         ranks=ranks,
@@ -413,8 +456,273 @@ def _rank_rows(method, values, resamples, rows, used, weighted, confidence, wind
         scores=points,
         score_intervals=intervals,
         pareto=pareto,
-        notes=tuple(_NOTES[method](point_values, weighted)),
+        notes=tuple(_dynascore_notes(board.point_amrs(), weighted) if method == "dynascore" else
+                    _NOTES[method](point_values, weighted)),
     )
+
+
+class RankingMemo:
+    """Work on one board that does not depend on the reader's weights, kept between its rankings.
+
+    A board's rows and resamples do not change while it is kept (leaderboard/board_columns.py
+    starts a new board, with a new memo, when they do), so a reader moving a slider reuses what
+    the last ranking computed: each weighted objective's order statistics on the resamples,
+    Dynascore's rates of substitution, the win rates on every resample, the Pareto frontier. The
+    keys name everything an entry depends on besides the board (the rows compared, the
+    objective's bounds and direction). Past `budget` bytes the least recently used entries are
+    dropped, and computed again when asked for.
+    """
+
+    def __init__(self, budget: int | None = None):
+        self.budget = MEMO_BYTES if budget is None else budget
+        self._entries: OrderedDict = OrderedDict()
+        self._sizes: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        value = make()
+        with self._lock:
+            self._entries[key], self._sizes[key] = value, _nbytes(value)
+            self._entries.move_to_end(key)
+            while sum(self._sizes.values()) > self.budget and len(self._entries) > 1:
+                dropped, _ = self._entries.popitem(last=False)
+                del self._sizes[dropped]
+        return value
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(item) for item in value.values())
+    return 0
+
+
+class _Board:
+    """The ranked rows' weighted objectives and the weight-independent work on them, memoised.
+
+    Positions given to its methods index the ranked rows (`rows`); `index` is a weighted objective's
+    place among the weighted ones.
+    """
+
+    def __init__(self, values, resamples, rows, used, weighted, memo: RankingMemo):
+        self.values, self.resamples, self.rows, self.used = values, resamples, rows, used
+        self.weighted, self.memo = weighted, memo
+        self._all = None
+        # A constraint or a missing weighted objective changes the rows compared, and with them
+        # the rates of substitution and the win rates: memo keys name the rows by a digest.
+        self.rows_key = (
+            hashlib.blake2b(rows.tobytes(), digest_size=16).digest(), tuple(used.tolist()), resamples is not None
+        )
+
+    def spec(self, index: int) -> tuple:
+        w = self.weighted
+        return (int(self.used[index]), *(float(a[index]) for a in (w.signs, w.worst, w.best, w.offsets)))
+
+    def _column(self, index: int):
+        return None if self.resamples is None else self.resamples[self.used[index]]
+
+    def sampled(self, index: int) -> bool:
+        """Its values differ between resamples somewhere (latency, size and cost repeat theirs)."""
+        column = self._column(index)
+        if column is None or column.shape[1] == 1:
+            return False
+        return self.memo.get(("sampled", int(self.used[index])), lambda: not bool((column == column[:, :1]).all()))
+
+    def gapped(self, index: int) -> bool:
+        """Some row has no value on some resample."""
+        if not self.sampled(index):
+            return False
+        return self.memo.get(("gapped", int(self.used[index])), lambda: bool(np.isnan(self._column(index)).any()))
+
+    def by_resample(self, index: int, positions=slice(None)) -> np.ndarray:
+        """(B x len) the objective on the given ranked rows; 1 x len without noise."""
+        rows = self.rows[positions]
+        if not self.sampled(index):
+            return self.values[rows, self.used[index]][None, :]
+        return np.ascontiguousarray(self._column(index)[rows].T)
+
+    def all_by_resample(self) -> list[np.ndarray]:
+        """Every weighted objective as (B x m), absent on a resample where a row misses one; read once
+        per ranking, for whichever memo entry needs it first."""
+        if self._all is None:
+            self._all = _absent_where_incomplete([self.by_resample(index) for index in range(len(self.used))])
+        return self._all
+
+    def signed_samples(self, index: int, positions) -> np.ndarray:
+        """(len x B) the objective on the given ranked rows, higher is better."""
+        rows = self.rows[positions]
+        sign = self.weighted.signs[index]
+        if not self.sampled(index):
+            return (self.values[rows, self.used[index]] * sign)[:, None]
+        return _signed(self._column(index)[rows], sign)
+
+    def objective_paired(self, index: int, confidence: float) -> "_Paired":
+        """The objective, higher is better, as a `_Paired` for the Pareto frontier."""
+        points = self.values[self.rows, self.used[index]] * self.weighted.signs[index]
+        if not self.sampled(index):
+            return _paired(points[:, None], points, confidence, PARETO_TOLERANCE)
+        statistics = self.memo.get(
+            ("objective", self.spec(index), self.rows_key, confidence),
+            lambda: _paired(self.signed_samples(index, slice(None)), points, confidence, PARETO_TOLERANCE).statistics,
+        )
+        return _Paired(lambda positions: self.signed_samples(index, positions), points, confidence, PARETO_TOLERANCE,
+                       *statistics)
+
+    def point_scores(self, method: str) -> np.ndarray:
+        """(m,) every ranked row's score on the point values."""
+        points = [self.values[self.rows, column][None, :] for column in self.used]
+        if method == "utility":
+            return _utility_scores(points, self.weighted)[:, 0]
+        if method == "dynascore":
+            return _dynascore_scores(points, self.weighted, amrs=self.point_amrs())[:, 0]
+        rates = [
+            self.memo.get(("point winrate", self.spec(index), self.rows_key),
+                          lambda index=index: _win_rates(_signed(points[index], self.weighted.signs[index])))
+            for index in range(len(self.used))
+        ]
+        return _weighted_sum(rates, self.weighted.weights)[:, 0]
+
+    def point_amrs(self) -> np.ndarray:
+        """(w x 1) Dynascore's rates of substitution on the point values."""
+        key = ("point amrs", tuple(self.spec(index) for index in range(len(self.used))), self.rows_key)
+        return self.memo.get(
+            key, lambda: _amrs([self.values[self.rows, column][None, :] for column in self.used], self.weighted)
+        )
+
+    def amrs(self) -> np.ndarray:
+        """(w x B) Dynascore's rates of substitution over the ranked rows on each resample."""
+        key = ("amrs", tuple(self.spec(index) for index in range(len(self.used))), self.rows_key)
+        return self.memo.get(key, lambda: _amrs(self.all_by_resample(), self.weighted))
+
+    def win_rates(self, index: int) -> np.ndarray:
+        """(B x m) the objective's win rates on each resample; 1 x m when it and the rows' absences repeat."""
+        return self.memo.get(
+            ("winrate", self.spec(index), self.rows_key),
+            lambda: _win_rates(_signed(self.all_by_resample()[index], self.weighted.signs[index])),
+        )
+
+
+def _score_paired(method, board: _Board, points, confidence) -> "_Paired":
+    """Every ranked row's score on the resamples, as a `_Paired` whose bounds take no work over n x B.
+
+    Each method's score is a weighted sum of terms that do not depend on the weights (utility:
+    the clipped utility of an objective; Dynascore: its converted value over its rate of
+    substitution; win rate: its win rate). If at most a_k of term k's shifted samples lie below
+    its order statistic s_k, at most sum(a_k) of the score's lie below sum(w_k s_k): so that sum
+    bounds the score's sum(a_k)-th smallest from below (and alike from above), from order
+    statistics of each term that are memoised. These bounds are looser than the score's own,
+    which would need every row's score on every resample sorted on every request, so they leave
+    more pairs to the exact test; that one needs the resamples of those rows only. A margin of
+    1e-9 of the scores' magnitude keeps the rounding of two ways of summing from deciding a pair.
+    """
+    count = len(board.used)
+    sampled = [board.sampled(index) for index in range(count)]
+    if not any(sampled):
+        return _paired(points[:, None], points, confidence, 0.0)
+    if method == "utility":
+        varying = sampled
+    elif method == "winrate":
+        gapped = any(board.gapped(index) for index in range(count))
+        varying = [sampled[index] or gapped for index in range(count)]
+    else:  # the rates of substitution change between resamples, and every term with them
+        varying = [True] * count
+    resamples = next(board.by_resample(index, slice(0, 1)).shape[0] for index in range(count) if sampled[index])
+
+    def rows_samples(positions):
+        if method == "winrate":
+            rates = [board.win_rates(index)[:, positions] for index in range(count)]
+            return _weighted_sum(rates, board.weighted.weights)
+        by = [board.by_resample(index, positions) for index in range(count)]
+        if method == "utility":
+            return _utility_scores(by, board.weighted)
+        return _dynascore_scores(by, board.weighted, amrs=board.amrs())
+
+    allowed = int(_allowed((1 - confidence) / 2, resamples))
+    middle = (resamples - 1 - allowed) // 2
+    # How many samples of each varying term a bound may set aside: from the bottom for `low`
+    # and `below`, from the top for `high` and `above` (see `_Paired`).
+    aside = {"low": allowed // 2, "below": middle, "high": allowed - allowed // 2, "above": resamples - 1 - middle - allowed}
+    varied = [index for index in range(count) if varying[index]]
+    shares = {name: dict(zip(varied, _split(total, len(varied)))) for name, total in aside.items()}
+    bounds = {name: np.zeros(len(points)) for name in aside}
+    complete = np.ones(len(points), dtype=bool)
+    magnitude = 0.0
+    for index in range(count):
+        weight = board.weighted.weights[index]
+        if not varying[index]:
+            term = _term(method, board, index)[0]
+            for name in bounds:
+                bounds[name] += weight * term
+            magnitude += weight * float(np.max(np.abs(term), initial=0.0, where=~np.isnan(term)))
+            continue
+        positions = (shares["low"][index], shares["below"][index])
+        positions += (resamples - 1 - shares["high"][index], resamples - 1 - shares["above"][index])
+        statistics, term_complete, term_magnitude = _term_statistics(method, board, index, positions, resamples)
+        for name, position in zip(("low", "below", "high", "above"), positions):
+            bounds[name] += weight * statistics[position]
+        complete &= term_complete
+        magnitude += weight * term_magnitude
+    margin = 1e-9 * magnitude
+    return _Paired(
+        rows_samples,
+        points,
+        confidence,
+        0.0,
+        complete,
+        low=np.where(complete, bounds["low"] - margin, -np.inf),
+        high=np.where(complete, bounds["high"] + margin, np.inf),
+        below=np.where(complete, bounds["below"] - margin, -np.inf),
+        above=np.where(complete, bounds["above"] + margin, np.inf),
+        resample_count=resamples,
+    )
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` whole numbers as equal as can be."""
+    base, extra = divmod(total, parts)
+    return [base + (part < extra) for part in range(parts)]
+
+
+def _term(method, board: _Board, index: int) -> np.ndarray:
+    """(B x m) the objective's term of the score before its weight; 1 x m when it does not vary."""
+    if method == "utility":
+        return _utility(board.by_resample(index), board.weighted.worst[index], board.weighted.best[index])
+    if method == "winrate":
+        return board.win_rates(index).astype(float)
+    values = board.all_by_resample()[index]
+    scale = _dynascore_scales(board.amrs(), np.ones(len(board.used)))[index]
+    return (values * board.weighted.signs[index] + board.weighted.offsets[index]) * scale[:, None]
+
+
+def _term_statistics(method, board: _Board, index: int, positions, resamples: int) -> tuple[dict, np.ndarray, float]:
+    """The term's order statistics at `positions` (0 = smallest) after the shift `_Paired` describes,
+    which rows have it on every resample, and its largest magnitude; memoised."""
+
+    def make():
+        term = np.ascontiguousarray(np.broadcast_to(_term(method, board, index), (resamples, len(board.rows))).T)
+        complete = ~np.isnan(term).any(axis=1)
+        shift = term[complete].mean(axis=0) if complete.any() else np.zeros(term.shape[1])
+        magnitude = float(np.abs(term[complete]).max(initial=0.0))
+        term -= shift
+        term.sort(axis=1)
+        return {position: term[:, position].copy() for position in set(positions)}, complete, magnitude
+
+    key = (method, "term", board.spec(index), board.rows_key, tuple(positions))
+    if method == "dynascore":
+        key += tuple(board.spec(other) for other in range(len(board.used)))
+    return board.memo.get(key, make)
 
 
 @dataclass(frozen=True)
@@ -424,51 +732,69 @@ class _Paired:
     that are proven to agree with it where they decide (`certainly_better`, `possibly_better`).
 
     The bounds, for rows with a value on every resample: let `allowed` be the most differences
-    <= 0 a significantly better row may have (the module docstring's k - 1). If j's `low` (its
-    (allowed // 2)-th smallest shifted sample, counting from 0) is above i's `high` (its
-    (allowed - allowed // 2)-th largest), then j's sample can be <= i's only on the resamples where
-    j's is at or below that threshold or i's is above it: at most `allowed`, so j is significantly
-    better. If j's `above` (its (middle + allowed)-th smallest) is below i's `below` (its middle-th
-    smallest, middle = (B - 1 - allowed) // 2), then j's sample is below i's on at least allowed + 1
-    resamples, so it is not. Shifting every row's samples on a resample by the same amount keeps
-    each comparison between them (subtraction of one number is monotone in floating point), and
-    removing the noise all rows share makes the bounds tight. A row missing a value on some
-    resample is left to the exact test. With B = 1 the bounds are the exact test.
+    <= 0 a significantly better row may have (the module docstring's k - 1). If j's `low` (at
+    most its (allowed // 2)-th smallest shifted sample, counting from 0) is above i's `high` (at
+    least its (allowed - allowed // 2)-th largest), then j's sample can be <= i's only on the
+    resamples where j's is at or below that threshold or i's is above it: at most `allowed`, so j
+    is significantly better. If j's `above` (at least its (middle + allowed)-th smallest) is below
+    i's `below` (at most its middle-th smallest, middle = (B - 1 - allowed) // 2), then j's sample
+    is below i's on at least allowed + 1 resamples, so it is not. `_paired` takes the order
+    statistics themselves; `_score_paired` bounds them. Shifting every row's samples on a resample
+    by the same amount keeps each comparison between them (subtraction of one number is monotone
+    in floating point), and removing the noise all rows share makes the bounds tight. A row missing
+    a value on some resample is left to the exact test. With B = 1 the bounds are the exact test.
     """
 
-    samples: np.ndarray  # (m x B); B = 1 without resamples
-    complete: np.ndarray  # (m,) bool: has a value on every resample
+    rows_samples: Callable[[np.ndarray], np.ndarray]  # positions -> (len x B) samples; B = 1 without resamples
     points: np.ndarray  # (m,) point values, compared when a pair has no resample in common
-    alpha: float  # (1 - confidence) / 2
+    confidence: float
     tolerance: float  # with B = 1: the share of the larger magnitude a difference must exceed
-    low: np.ndarray  # (m,) the order statistics above; -inf or +inf for rows missing a value
+    complete: np.ndarray  # (m,) bool: has a value on every resample
+    low: np.ndarray  # (m,) the bounds above; -inf or +inf for rows missing a value; the values when B = 1
     high: np.ndarray
     below: np.ndarray
     above: np.ndarray
+    resample_count: int
+
+    @property
+    def statistics(self) -> tuple:
+        """What a memo keeps of it: everything but the samples and the points."""
+        return self.complete, self.low, self.high, self.below, self.above, self.resample_count
 
     def certainly_better(self, rows, targets) -> np.ndarray:
         """[r, t]: row r is significantly better than target t, as far as the bounds can tell (else unknown)."""
-        if self.samples.shape[1] == 1:
-            return self._beyond(self.samples[rows, 0][:, None], self.samples[targets, 0][None, :])
+        if self.resample_count == 1:
+            if self.tolerance == 0:
+                return self.below[rows][:, None] > self.below[targets][None, :]
+            return (self.low[rows][:, None] > self.below[targets][None, :]) & (
+                self.below[rows][:, None] > self.high[targets][None, :]
+            )
         return self.low[rows][:, None] > self.high[targets][None, :]
 
     def possibly_better(self, rows, targets) -> np.ndarray:
         """[r, t]: the bounds cannot rule out that row r is significantly better than target t."""
-        if self.samples.shape[1] == 1:
+        if self.resample_count == 1:
             return self.certainly_better(rows, targets)
         return self.above[rows][:, None] >= self.below[targets][None, :]
 
     def better(self, rows, target, *, reverse: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Exactly, for each of `rows`: whether it is significantly better than `target`, and (with
         `reverse`) whether `target` is significantly better than it."""
-        ours, theirs = self.samples[rows], self.samples[target]
-        if self.samples.shape[1] == 1:
-            return self._beyond(ours[:, 0], theirs[0]), self._beyond(theirs[0], ours[:, 0]) if reverse else None
+        rows = np.asarray(rows)
+        if self.resample_count == 1:
+            return self.compared(rows, target, None, None, reverse=reverse)
+        return self.compared(rows, target, self.rows_samples(rows), self.rows_samples(np.array([target]))[0], reverse=reverse)
+
+    def compared(self, rows, target, ours, theirs, *, reverse: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """`better`, given the samples of `rows` (len x B) and of `target` (B,) already read."""
+        if self.resample_count == 1:
+            up = self.certainly_better(rows, [target])[:, 0]
+            return up, self.certainly_better([target], rows)[0] if reverse else None
         if self.complete[rows].all() and self.complete[target]:
-            common = np.full(len(rows), self.samples.shape[1])
+            common = np.full(len(rows), self.resample_count)
         else:
             common = (~np.isnan(ours) & ~np.isnan(theirs)).sum(axis=1)
-        allowed = _allowed(self.alpha, common)
+        allowed = _allowed((1 - self.confidence) / 2, common)
         # A comparison with NaN is false, so only the common resamples are counted.
         up = np.count_nonzero(ours <= theirs, axis=1) <= allowed
         down = np.count_nonzero(ours >= theirs, axis=1) <= allowed if reverse else None
@@ -490,43 +816,54 @@ def _allowed(alpha, count):
 
 
 def _paired(samples, points, confidence, tolerance) -> _Paired:
+    """`samples` (m x B) as a `_Paired` with their own order statistics for bounds."""
     resamples = samples.shape[1]
-    alpha = (1 - confidence) / 2
+
+    def rows_samples(positions):
+        return samples[positions]
+
     if resamples == 1:
+        # Without resamples `below` and `above` hold the values, `low` and `high` the values moved by
+        # the tolerance down and up: a is better than b by more than the tolerance of the larger
+        # magnitude when a's low is above b and a is above b's high.
         column = samples[:, 0]
-        return _Paired(samples, ~np.isnan(column), points, alpha, tolerance, column, column, column, column)
-    allowed = int(_allowed(alpha, resamples))
+        margin = tolerance * np.abs(column)
+        return _Paired(rows_samples, points, confidence, tolerance, ~np.isnan(column),
+                       column - margin, column + margin, column, column, 1)
+    allowed = int(_allowed((1 - confidence) / 2, resamples))
     first, last = allowed // 2, allowed - allowed // 2
     middle = (resamples - 1 - allowed) // 2
     complete = ~np.isnan(samples).any(axis=1)
-    shift = np.mean(samples, axis=0, where=complete[:, None]) if complete.any() else 0.0
+    shift = np.mean(samples[complete], axis=0) if complete.any() else 0.0
     shifted = samples - shift
     shifted.sort(axis=1)  # several times faster than np.partition on rows this short
     low, below, above, high = (shifted[:, index] for index in (first, middle, middle + allowed, resamples - 1 - last))
     return _Paired(
-        samples,
-        complete,
+        rows_samples,
         points,
-        alpha,
+        confidence,
         tolerance,
+        complete,
         low=np.where(complete, low, -np.inf),
         high=np.where(complete, high, np.inf),
         below=np.where(complete, below, -np.inf),
         above=np.where(complete, above, np.inf),
+        resample_count=resamples,
     )
 
 
 def _significance(paired: _Paired, targets, *, worse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """For each target: how many rows are significantly better than it, and how many significantly worse.
 
-    The bounds settle most rows in blocks of targets; each target then tests the rows they left open.
+    The bounds settle most rows in blocks of targets; each target then tests the rows they left
+    open, whose samples are read once per block.
     """
-    if paired.samples.shape[1] == 1 and paired.tolerance == 0:
-        values = paired.samples[:, 0]
+    if paired.resample_count == 1 and paired.tolerance == 0:
+        values = paired.below
         present = np.sort(values[~np.isnan(values)])
         chosen = values[targets]
         return len(present) - np.searchsorted(present, chosen, side="right"), np.searchsorted(present, chosen)
-    everyone = np.arange(len(paired.samples))
+    everyone = np.arange(len(paired.points))
     better, below = np.zeros(len(targets), dtype=int), np.zeros(len(targets), dtype=int)
     for start in range(0, len(targets), PAIR_BLOCK):
         block = targets[start : start + PAIR_BLOCK]
@@ -537,14 +874,39 @@ def _significance(paired: _Paired, targets, *, worse: bool = True) -> tuple[np.n
             sure = paired.certainly_better(block, everyone)
             undecided |= (paired.possibly_better(block, everyone) & ~sure).T
             below[start : start + len(block)] = sure.sum(axis=1)
+        undecided[block, np.arange(len(block))] = False
+        # The rows left open, read once for the block, with their own order statistics: bounds
+        # as tight as `_paired`'s settle most of these pairs before any is counted.
+        read = np.union1d(np.flatnonzero(undecided.any(axis=1)), block)
+        tight = (
+            _paired(paired.rows_samples(read), paired.points[read], paired.confidence, paired.tolerance)
+            if paired.resample_count > 1
+            else _Paired(paired.rows_samples, paired.points[read], paired.confidence, paired.tolerance,
+                         *(part[read] for part in paired.statistics[:5]), 1)
+        )
         for column, target in enumerate(block):
-            undecided[target, column] = False
             others = np.flatnonzero(undecided[:, column])
             if len(others):
-                up, down = paired.better(others, target, reverse=worse)
+                up, down = _settled(tight, np.searchsorted(read, others), int(np.searchsorted(read, target)), worse)
                 better[start + column] += up.sum()
                 below[start + column] += down.sum() if worse else 0
     return better, below
+
+
+def _settled(paired: _Paired, rows, target, reverse: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """`paired.better(rows, target)`, with the pairs the bounds decide left uncounted."""
+    up = paired.certainly_better(rows, [target])[:, 0]
+    need = paired.possibly_better(rows, [target])[:, 0] & ~up
+    down = None
+    if reverse:
+        down = paired.certainly_better([target], rows)[0]
+        need |= paired.possibly_better([target], rows)[0] & ~down
+    if need.any():
+        exact_up, exact_down = paired.better(rows[need], target, reverse=reverse)
+        up[need] = exact_up
+        if reverse:
+            down[need] = exact_down
+    return up, down
 
 
 def _ranks(paired: _Paired, listed, window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -559,7 +921,7 @@ def _ranks(paired: _Paired, listed, window) -> tuple[np.ndarray, np.ndarray, np.
     shown = listed[start:stop]
     around = listed[max(start - 1, 0) : stop + 1] if len(shown) else shown
     better, worse = _significance(paired, shown)
-    ranks = np.zeros(len(paired.samples), dtype=int)
+    ranks = np.zeros(len(paired.points), dtype=int)
     ranks[shown] = 1 + better
     bordering = np.setdiff1d(around, shown, assume_unique=True)
     compared = np.concatenate([ranks[shown], 1 + _significance(paired, bordering, worse=False)[0]])
@@ -595,35 +957,46 @@ def _utility_scores(by_resample, weighted):
 
     total = np.zeros((1, by_resample[0].shape[1]))
     for values, worst, best, weight in zip(by_resample, weighted.worst, weighted.best, weighted.weights):
-        # Lower-is-better objectives have worst > best, so one formula serves both directions.
-        utility = values - worst
-        utility /= best - worst
-        np.clip(utility, 0.0, 1.0, out=utility)
+        utility = _utility(values, worst, best)
         utility *= weight
         total = total + utility
     return np.ascontiguousarray(total.T)
 
 
-def _dynascore_scores(by_resample, weighted):
+def _utility(values, worst, best) -> np.ndarray:
+    """Values mapped linearly from [worst, best] to [0, 1] and clipped, in a new float64 array."""
+    # Lower-is-better objectives have worst > best, so one formula serves both directions.
+    utility = values - worst
+    utility /= best - worst
+    np.clip(utility, 0.0, 1.0, out=utility)
+    return utility
+
+
+def _dynascore_scores(by_resample, weighted, amrs=None):
     """Dynaboard's Dynascore, as its reference implementation (dynabench, CS224u) computes it.
 
     Each objective is converted to "higher is better" (multiplied by -1 where lower is better,
     then its offset added), divided by its average marginal rate of substitution (AMRS) with the
-    primary objective, and the weighted sum taken. Where the AMRS is undefined (no two neighbours
+    primary objective, and the weighted sum taken. `amrs` gives rates computed before (over every
+    ranked row), so that a few rows' scores can be computed alone. Where the AMRS is undefined (no two neighbours
     differ enough in the primary objective) or zero (the objective never changes between them),
     the reference divides by it and every score becomes NaN or infinite; here that objective
     adds 0 instead, and `_dynascore_notes` says so. The rates need every row; a row's score is
     then its own converted values times fixed scales.
     """
     by_resample = _absent_where_incomplete(by_resample)
-    amrs = _amrs(by_resample, weighted)
-    defined = np.isfinite(amrs) & (amrs != 0)
-    scales = np.where(defined, weighted.weights[:, None] / np.abs(np.where(defined, amrs, 1.0)), 0.0)
+    scales = _dynascore_scales(_amrs(by_resample, weighted) if amrs is None else amrs, weighted.weights)
 
     total = np.zeros((1, by_resample[0].shape[1]))
     for values, sign, offset, scale in zip(by_resample, weighted.signs, weighted.offsets, scales):
         total = total + (values * sign + offset) * scale[:, None]
     return np.ascontiguousarray(total.T)
+
+
+def _dynascore_scales(amrs, weights) -> np.ndarray:
+    """(w x B) each weight over its objective's |AMRS|; 0 where the rate is undefined or zero."""
+    defined = np.isfinite(amrs) & (amrs != 0)
+    return np.where(defined, weights[:, None] / np.abs(np.where(defined, amrs, 1.0)), 0.0)
 
 
 def _amrs(by_resample, weighted) -> np.ndarray:
@@ -686,8 +1059,8 @@ def _signed(values, sign) -> np.ndarray:
     return values if sign > 0 else np.negative(values)
 
 
-def _dynascore_notes(point_values, weighted) -> list[str]:
-    amrs = _amrs([column[None, :] for column in point_values.T], weighted)[:, 0]
+def _dynascore_notes(point_amrs, weighted) -> list[str]:
+    amrs = point_amrs[:, 0]
     primary = weighted.keys[weighted.primary]
     if np.isnan(amrs[weighted.primary]):
         return [
@@ -713,9 +1086,14 @@ def _win_rate_scores(by_resample, weighted):
     other rows compared: m - 1. A lone row has nobody to beat and no score.
     """
     signed = [_signed(values, sign) for values, sign in zip(_absent_where_incomplete(by_resample), weighted.signs)]
-    total = np.zeros((1, by_resample[0].shape[1]))
-    for values, share in zip(signed, weighted.weights):
-        total = total + _win_rates(values) * share
+    return _weighted_sum([_win_rates(values) for values in signed], weighted.weights)
+
+
+def _weighted_sum(terms, weights) -> np.ndarray:
+    """(m x B) the weighted sum of (B x m) terms (1 x m ones broadcast)."""
+    total = np.zeros((1, terms[0].shape[1]))
+    for term, weight in zip(terms, weights):
+        total = total + term * weight
     return np.ascontiguousarray(total.T)
 
 
@@ -771,7 +1149,7 @@ def _absent_where_incomplete(by_resample) -> list[np.ndarray]:
 
 
 _SCORES = {"utility": _utility_scores, "dynascore": _dynascore_scores, "winrate": _win_rate_scores}
-_NOTES = {"utility": lambda point_values, weighted: [], "dynascore": _dynascore_notes, "winrate": _win_rate_notes}
+_NOTES = {"utility": lambda point_values, weighted: [], "winrate": _win_rate_notes}
 
 
 def _nanquantiles(samples, quantiles) -> np.ndarray:
@@ -797,34 +1175,41 @@ def _nanquantiles(samples, quantiles) -> np.ndarray:
     return np.array(result)
 
 
-def _pareto_optimal(objectives: list[_Paired], strength) -> np.ndarray:
-    """Whether each row is dominated by no other (see the module docstring for "dominates").
+def _pareto_optimal(objectives: list[_Paired], targets=None, *, ahead) -> np.ndarray:
+    """Whether each of `targets` (every row when None) is dominated by no row (see the module
+    docstring for "dominates").
 
     Dominance by significance is not transitive (a difference too small to establish can sit
     between two that are), so a row is checked against every other row, not just the frontier;
-    the bounds of `_Paired` keep that affordable. First the rows some row certainly dominates are
-    set aside, comparing with the strongest rows (by `strength`) first in doubling chunks, since
-    most dominated rows fall to the first few; then each remaining row is compared exactly with
-    the rows the bounds say might dominate it.
+    the bounds of `_Paired` keep that affordable. First the targets some row certainly dominates
+    are set aside, comparing with the strongest rows (`ahead`, strongest first) first in doubling chunks,
+    since most dominated rows fall to the first few; then each remaining target is compared
+    exactly with the rows the bounds say might dominate it, strongest first, until one does.
     """
-    m = len(strength)
-    ahead = np.argsort(-strength, kind="stable")
-    dominated = np.zeros(m, dtype=bool)
-    standing = np.arange(m)
+    m = len(ahead)
+    targets = np.arange(m) if targets is None else np.asarray(targets, dtype=int)
+    dominated = np.zeros(len(targets), dtype=bool)
+    standing = np.arange(len(targets))
     start, size = 0, PARETO_FIRST_CHUNK
     while start < m and len(standing):
-        beaten = _dominance(objectives, ahead[start : start + size], standing, certain=True).any(axis=0)
+        beaten = _dominance(objectives, ahead[start : start + size], targets[standing], certain=True).any(axis=0)
         dominated[standing[beaten]] = True
         standing = standing[~beaten]
         # Chunks grow, but their (chunk x standing) tables stay a few megabytes.
         start, size = start + size, max(PARETO_FIRST_CHUNK, min(2 * size, 2**22 // max(len(standing), 1)))
+    place = np.empty(m, dtype=int)
+    place[ahead] = np.arange(m)
     everyone = np.arange(m)
     for first in range(0, len(standing), PAIR_BLOCK):
         block = standing[first : first + PAIR_BLOCK]
-        possible = _dominance(objectives, everyone, block, certain=False)
-        for column, target in enumerate(block):
-            rivals = np.flatnonzero(possible[:, column])
-            dominated[target] = _dominates(objectives, rivals, target).any()
+        possible = _dominance(objectives, everyone, targets[block], certain=False)
+        for column, target in zip(block, targets[block]):
+            rivals = np.flatnonzero(possible[:, np.searchsorted(block, column)])
+            rivals = rivals[np.argsort(place[rivals])]
+            dominated[column] = any(
+                _dominates(objectives, rivals[at : at + PARETO_EXACT_CHUNK], target).any()
+                for at in range(0, len(rivals), PARETO_EXACT_CHUNK)
+            )
     return ~dominated
 
 

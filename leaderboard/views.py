@@ -51,7 +51,7 @@ def benchmark_detail(request, slug):
     error, board = None, None
     for params in (request.GET, {}):
         try:
-            board = board_get(benchmark, board_query_parse(params, benchmark))
+            board = board_get(benchmark, board_query_parse(params, benchmark), whole_frontier=True)
             break
         except Rejected as rejection:
             error = error or rejection.message
