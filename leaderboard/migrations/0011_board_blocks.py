@@ -4,6 +4,18 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def store_uncompressed(apps, schema_editor):
+    """Float arrays do not compress: PostgreSQL would try pglz on every block for nothing."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for table, columns in (
+        ("leaderboard_boardblock", ("ids", "created", "baseline", "values")),
+        ("leaderboard_boardblockresamples", ("data",)),
+    ):
+        for column in columns:
+            schema_editor.execute(f'ALTER TABLE {table} ALTER COLUMN "{column}" SET STORAGE EXTERNAL')
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -44,4 +56,5 @@ class Migration(migrations.Migration):
             model_name='boardblockresamples',
             constraint=models.UniqueConstraint(fields=('block', 'key'), name='one_block_resamples_per_key'),
         ),
+        migrations.RunPython(store_uncompressed, migrations.RunPython.noop),
     ]
