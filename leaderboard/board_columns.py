@@ -133,7 +133,8 @@ def _loaded(benchmark: Benchmark, keys: list[str], version: tuple) -> BoardColum
         missing = present - sealed - in_tail
         if missing and blocks:
             # Those that finished after the tail was read are not stragglers: the next request reads them.
-            missing = set(_succeeded(benchmark).filter(pk__in=list(missing)).exclude(tail_q).values_list("pk", flat=True))
+            below = _succeeded(benchmark).filter(pk__in=list(missing)).exclude(tail_q)
+            missing = set(below.values_list("pk", flat=True))
         if missing:
             block, lost, _ = changes.get(blocks[-1].index, (blocks[-1], set(), set()))
             changes[block.index] = (block, lost, missing)
@@ -301,7 +302,8 @@ def _read_resamples(benchmark: Benchmark, columns: BoardColumns, key: str) -> np
         scope = _succeeded(benchmark)
         if len(columns.ids) <= 1000:
             scope = scope.filter(pk__in=columns.ids)
-        stored = _substr_resamples(scope, {pk: row for row, pk in enumerate(columns.ids)}, matrix, key, columns.resample_count)
+        position = {pk: row for row, pk in enumerate(columns.ids)}
+        stored = _substr_resamples(scope, position, matrix, key, columns.resample_count)
     else:
         data = column_store.read_resamples([pk for pk, _ in view.blocks], key, columns.resample_count)
         for pk, rows in view.blocks:

@@ -256,7 +256,9 @@ def seal(benchmark: Benchmark, layout: str, keys: list[str], resample_count: int
     return True
 
 
-def rewrite(benchmark: Benchmark, layout: str, keys: list[str], resample_count: int, block: Block, drop: set, adopt) -> None:
+def rewrite(
+    benchmark: Benchmark, layout: str, keys: list[str], resample_count: int, block: Block, drop: set, adopt
+) -> None:
     """Replace `block` by one without the submissions in `drop` and with those in `adopt` (pks).
 
     The watermark stays: it is the boundary of the tail, whichever rows are left below it.
@@ -273,11 +275,8 @@ def rewrite(benchmark: Benchmark, layout: str, keys: list[str], resample_count: 
             return
         kept_ids = [pk for pk, keeping in zip(block.uuids(), keep) if keeping]
         # A key none of the remaining rows stored keeps no matrix, so the board still says "none stored".
-        stored = {
-            key
-            for layout in succeeded(benchmark).filter(pk__in=kept_ids).order_by().values_list("resample_keys", flat=True).distinct()
-            for key in (layout or [])
-        } if kept_ids else set()
+        layouts = succeeded(benchmark).filter(pk__in=kept_ids).order_by().values_list("resample_keys", flat=True)
+        stored = {key for layout in (layouts.distinct() if kept_ids else []) for key in (layout or [])}
         rows = Rows(
             ids=kept_ids + (adopted.ids if adopted else []),
             created=np.concatenate([block.created[keep], adopted.created if adopted else np.empty(0, np.int64)]),
@@ -315,7 +314,8 @@ def _write(benchmark: Benchmark, layout: str, index: int, rows: Rows, watermark:
     )
     for key, matrix in rows.resamples.items():
         if matrix is not None:
-            _insert(BoardBlockResamples, block_id=block, key=key, data=np.ascontiguousarray(matrix, dtype="<f4").tobytes())
+            data = np.ascontiguousarray(matrix, dtype="<f4").tobytes()
+            _insert(BoardBlockResamples, block_id=block, key=key, data=data)
 
 
 def _insert(model, **fields) -> int:

@@ -64,7 +64,8 @@ def from_rows(benchmark, keys):
                 stored = np.frombuffer(bytes(row.resamples), dtype=np.float32).reshape(len(row.resample_keys), -1)
                 matrix[at] = stored[row.resample_keys.index(key)]
         resamples[key] = matrix
-    return [row.pk for row in rows], [row.created_at for row in rows], [row.is_baseline for row in rows], values, resamples
+    ids, created, baseline = [row.pk for row in rows], [row.created_at for row in rows], [row.is_baseline for row in rows]
+    return ids, created, baseline, values, resamples
 
 
 def assert_matches_rows(benchmark, keys=KEYS):
@@ -126,7 +127,7 @@ def test_a_new_process_reads_the_blocks_not_the_sealed_rows(store):
     reading_rows = [
         query["sql"]
         for query in queries.captured_queries
-        if '"leaderboard_submission"."resamples"' in query["sql"] or '"leaderboard_submission"."metrics"' in query["sql"]
+        if any(f'"leaderboard_submission"."{column}"' in query["sql"] for column in ("resamples", "metrics"))
     ]
     # The empty tail is asked for once (its point values); nothing reads a sealed row's resamples.
     assert len(reading_rows) == 1 and '"resamples"' not in reading_rows[0].split("FROM")[0]
