@@ -40,7 +40,7 @@ from django.db.models.functions import Cast
 from leaderboard.models import Benchmark, BoardBlock, BoardBlockResamples, Submission
 
 # Rows per sealed block: large enough that a board is a few dozen reads, small enough that sealing
-# one (reading 4,096 submissions' resamples) stays well under a second.
+# one (reading and writing 4,096 submissions' resamples) takes under a second (0.7 s at B = 200).
 BLOCK_ROWS = 4096
 
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
