@@ -324,6 +324,48 @@ class PrivateScore(models.Model):
         return self.status in self.FINISHED
 
 
+class BoardBlock(models.Model):
+    """Sealed rows of a benchmark's board columns, shared by every web process (leaderboard/column_store.py).
+
+    The arrays are little-endian, one entry per row in (finished_at, pk) order; the watermark is
+    the last row's (finished_at, pk) at sealing, and stays the block's boundary if rows leave it.
+    """
+
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="board_blocks")
+    # A digest of (objective keys, resamples per submission): another objective list or B uses other blocks.
+    layout = models.CharField(max_length=16)
+    index = models.PositiveIntegerField()
+    rows = models.PositiveIntegerField()
+    ids = models.BinaryField()  # 16 bytes per row: the submission's UUID
+    created = models.BinaryField()  # int64 microseconds since the epoch, UTC
+    baseline = models.BinaryField()  # uint8
+    values = models.BinaryField()  # float64, rows x keys, NaN where not measured
+    last_finished_at = models.DateTimeField()
+    last_pk = models.UUIDField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["benchmark", "layout", "index"], name="one_board_block_per_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"board block {self.index} of {self.benchmark_id} ({self.layout})"
+
+
+class BoardBlockResamples(models.Model):
+    """One objective's paired resamples of a block's rows: float32, rows x B."""
+
+    block = models.ForeignKey(BoardBlock, on_delete=models.CASCADE, related_name="resamples")
+    key = models.CharField(max_length=64)
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["block", "key"], name="one_block_resamples_per_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} resamples of block {self.block_id}"
+
+
 class Report(models.Model):
     submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="reports")
     evaluator = models.CharField(max_length=32)
