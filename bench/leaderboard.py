@@ -1,26 +1,29 @@
-"""The adaptive leaderboard at 10,000 submissions: the ranking function alone and the full API request.
+"""The adaptive leaderboard at 1,000, 10,000 and 100,000 submissions, side by side.
 
-Creates a benchmark with --submissions succeeded submissions (realistic metrics for every objective
-and stored paired resamples) in PostgreSQL, then times, each over --runs runs:
-  - rank_board alone (utility, dynascore, winrate) on the first, middle and last page, beside the
-    all-pairs paired test (numpy, n^2 * B, extrapolated from 100 rows) and a naive Python baseline
-    that tests every pair (on the first 200 submissions, against rank_board on the same rows);
-  - how many distinct ranks the whole board has (rank = 1 + the submissions significantly better;
-    boards above 20,000 count distinct ranks within those three pages, as ranking every row exactly
-    grows with n^2);
-  - GET /api/v1/benchmarks/{slug}/leaderboard/ through Django (database read, ranking,
-    serialisation of the first page of 50), for the default weights, a preset with constraints,
-    and each method.
-Times are the median and the fastest-slowest of the runs. The API keeps a
-board's columns in memory between requests (leaderboard/board_columns.py), so the first request a
-process serves for a board ("cold") is printed beside the median.
+Creates one benchmark per size with that many succeeded submissions (realistic metrics for every
+objective and stored paired resamples) in PostgreSQL, then prints, for each size in a column:
+  - building the board's shared columns (leaderboard/column_store.py) the first time;
+  - GET /api/v1/benchmarks/{slug}/leaderboard/ through Django (version check, ranking, a page of
+    50 serialised) for the default weights, a preset, a preset with constraints, each method, a
+    far page and the Pareto set: the first request of a fresh web process ("after a restart": a
+    new Python process that loads the shared columns, and ranks with nothing memoised) and the
+    median of --runs requests in a warm process, with the fastest-slowest;
+  - the resident memory of those processes (the largest of the fresh ones; the warm one after all
+    its requests);
+  - rank_board alone (utility, dynascore, winrate) on the first, middle and last page, with the
+    board's memo warm, and the first ranking of a weighted set (memo cold);
+  - at sizes up to 10,000, a naive Python baseline that tests every pair (200 rows) and the
+    all-pairs paired test (numpy, n^2 * B, extrapolated from 100 rows), the floors rank_board
+    is measured against.
+Times are milliseconds: the median and the fastest-slowest of the runs.
 
-    .venv/bin/python bench/leaderboard.py [--submissions 10000] [--runs 15]
-    for n in 1000 10000 100000; do .venv/bin/python bench/leaderboard.py --submissions $n --runs 5; done
+    .venv/bin/python bench/leaderboard.py                       # 1,000, 10,000 and 100,000
+    .venv/bin/python bench/leaderboard.py --sizes 1000000 --runs 3
 """
 
 import argparse
 import importlib.util
+import json
 import os
 import statistics
 import subprocess
@@ -37,6 +40,16 @@ DATABASE = "holdout_bench_leaderboard"
 os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leaderboard.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+REQUESTS = {
+    "default weights": "",
+    "balanced preset": "?preset=balanced",
+    "product-manager preset + constraints": "?preset=product-manager&constraints=latency_p99_ms%3C%3D10",
+    "balanced preset, dynascore": "?preset=balanced&method=dynascore",
+    "balanced preset, winrate": "?preset=balanced&method=winrate",
+    "balanced preset, page 100": "?preset=balanced&page=100",
+    "balanced preset, Pareto set only": "?preset=balanced&pareto=1",
+}
 
 
 def create_database() -> None:
@@ -55,9 +68,10 @@ def timed_ms(function, runs: int) -> tuple[float, float, float]:
     return statistics.median(times), min(times), max(times)
 
 
-def timing(times) -> str:
-    median, fastest, slowest = times
-    return f"{median:>10.1f} {f'{fastest:.1f}-{slowest:.1f}':>16}"
+def once_ms(function) -> float:
+    started = time.perf_counter()
+    function()
+    return (time.perf_counter() - started) * 1000
 
 
 def realistic_metrics(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -102,7 +116,7 @@ SAMPLED = (
 )
 
 
-def populate(n: int):
+def populate(n: int, slug: str):
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.utils import timezone
@@ -111,10 +125,9 @@ def populate(n: int):
     from leaderboard.demo.synthetic import ADULT_SPEC, adult_dataset
     from leaderboard.models import Submission
 
-    call_command("migrate", verbosity=0)
-    owner = get_user_model().objects.create_user("bench")
+    owner, _ = get_user_model().objects.get_or_create(username="bench")
     train, test = adult_dataset()
-    benchmark = benchmark_from_spec(ADULT_SPEC, train.head(2000), test.head(2000))
+    benchmark = benchmark_from_spec({**ADULT_SPEC, "slug": slug, "name": slug}, train.head(2000), test.head(2000))
     rng = np.random.default_rng(7)
     metrics = realistic_metrics(rng, n)
     resamples = benchmark.bootstrap_resamples
@@ -125,6 +138,9 @@ def populate(n: int):
     shared = rng.normal(0, 0.004, (len(SAMPLED), resamples))
     finished = timezone.now()
     for index in range(n):
+        if len(rows) == 10_000:
+            Submission.objects.bulk_create(rows, batch_size=1000)
+            rows = []
         point = {key: float(values[index]) for key, values in metrics.items()}
         noise = shared + rng.normal(0, 0.0015, (len(SAMPLED), resamples))
         matrix = (np.array([[point[key]] for key in SAMPLED]) + noise).astype(np.float32)
@@ -151,67 +167,142 @@ def populate(n: int):
     return benchmark
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--submissions", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=15)
-    options = parser.parse_args()
-    create_database()
+def resident_mb() -> tuple[float, float]:
+    """This process's resident memory now and at its peak, in MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))
+
+
+def web_process(slug: str, runs: int, suffixes: list[str]) -> dict:
+    """A new web process serving `suffixes` in turn, each `runs` + 1 times: see `serve`."""
+    output = subprocess.run(
+        [sys.executable, __file__, "--serve", slug, str(runs), *suffixes], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def serve(slug: str, runs: int, suffixes: list[str]) -> None:
+    """Prints, as JSON: resident memory before the first request (Django, the API and numpy loaded), each
+    request's first time and the median, fastest and slowest of `runs` more, and the memory after."""
     import django
 
     django.setup()
     from django.test import Client
+    from django.urls import resolve
+
+    resolve(f"/api/v1/benchmarks/{slug}/leaderboard/")  # imports the views, as a started server has
+    floor, _ = resident_mb()
+    client = Client()
+    results = []
+    for suffix in suffixes:
+        url = f"/api/v1/benchmarks/{slug}/leaderboard/{suffix}"
+        started = time.perf_counter()
+        response = client.get(url)
+        first = (time.perf_counter() - started) * 1000
+        assert response.status_code == 200, response.content[:500]
+        results.append({"first": first, "warm": timed_ms(lambda url=url: client.get(url), runs) if runs else None})
+    rss, peak = resident_mb()
+    print(json.dumps({"floor": floor, "rss": rss, "peak": peak, "results": results}))
+
+
+class Table:
+    """Rows of figures with one column per board size."""
+
+    def __init__(self, sizes):
+        self.sizes, self.rows = sizes, {}
+
+    def add(self, section: str, label: str, size: int, text: str) -> None:
+        self.rows.setdefault(section, {}).setdefault(label, {})[size] = text
+
+    def print(self) -> None:
+        width = 26
+        for section, rows in self.rows.items():
+            print(f"\n{section:<52}" + "".join(f"{f'n = {size:,}':>{width}}" for size in self.sizes))
+            for label, cells in rows.items():
+                print(f"  {label:<50}" + "".join(f"{cells.get(size, '-'):>{width}}" for size in self.sizes))
+
+
+def cell(times) -> str:
+    median, fastest, slowest = times
+    return f"{median:.0f} ({fastest:.0f}-{slowest:.0f})" if median >= 10 else f"{median:.1f} ({fastest:.1f}-{slowest:.1f})"
+
+
+def measure(size: int, slug: str, runs: int, table: Table, baseline) -> None:
+    from django.test import Client
     from django.utils import timezone
 
     from leaderboard.board_columns import _kept, board_columns
-    from leaderboard.boards import benchmark_objectives, board_query_parse, objective_bounds
-    from leaderboard.models import Submission
-    from leaderboard.ranking import ObjectiveSpec, rank_board
+    from leaderboard.boards import benchmark_objectives, board_query_parse, objective_bounds, objective_specs
+    from leaderboard.models import Benchmark, Submission
+    from leaderboard.ranking import RankingMemo, rank_board
 
-    spec = importlib.util.spec_from_file_location("ranking_baseline", PROJECT / "bench" / "ranking_baseline.py")
-    baseline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(baseline)
-
-    started = time.perf_counter()
-    benchmark = populate(options.submissions)
-    print(f"created {options.submissions} submissions in {time.perf_counter() - started:.1f} s")
-
+    benchmark = Benchmark.objects.get(slug=slug)
     objectives = benchmark_objectives(benchmark)
-    columns = board_columns(benchmark, [o.key for o in objectives])
+    keys = [o.key for o in objectives]
+    started = time.perf_counter()
+    columns = board_columns(benchmark, keys)
+    table.add("shared columns", "first build (seal the blocks), ms", size, f"{(time.perf_counter() - started) * 1000:.0f}")
+
+    api = "full API request, page of 50 (ms)"
+    memory = "resident memory of a web process (MB)"
+    largest = {"floor": 0.0, "rss": 0.0}
+    for label, suffix in REQUESTS.items():
+        served = web_process(slug, runs, [suffix])
+        largest = {name: max(largest[name], served[name]) for name in largest}
+        result = served["results"][0]
+        table.add(api, f"{label}: first after a restart", size, f"{result['first']:.0f}")
+        table.add(api, f"{label}: median warm", size, cell(result["warm"]))
+    table.add(memory, "started, before its first request (the floor)", size, f"{largest['floor']:.0f}")
+    table.add(memory, "after one kind of request, the largest", size, f"{largest['rss']:.0f}")
+    every = web_process(slug, 1, list(REQUESTS.values()))
+    table.add(memory, "after every kind of request above", size, f"{every['rss']:.0f} (peak {every['peak']:.0f})")
+
+    client = Client()
+    url = f"/api/v1/benchmarks/{slug}/leaderboard/?preset=balanced&method=winrate"
+    assert client.get(url).status_code == 200
+    latest = Submission.objects.filter(benchmark=benchmark).latest("created_at")
+    latest.pk, latest.name, latest.created_at, latest.finished_at = None, "new", timezone.now(), timezone.now()
+    latest.save()
+    table.add(api, "winrate, first request after a new success", size, f"{once_ms(lambda: client.get(url)):.0f}")
+
+    _kept.clear()
+    columns = board_columns(benchmark, keys)
     values = np.array(columns.values)
     bounds = objective_bounds(benchmark, objectives, values[columns.baseline])
-    specs = [
-        ObjectiveSpec(
-            o.key,
-            o.higher_is_better,
-            bounds[o.key][0],
-            bounds[o.key][1],
-            0.0 if o.higher_is_better or bounds[o.key][0] is None else bounds[o.key][0],
-        )
-        for o in objectives
-    ]
+    specs = objective_specs(objectives, bounds)
     query = board_query_parse({"preset": "balanced"}, benchmark)
     weights = np.array([query.weights.get(o.key, 0.0) for o in objectives])
     resamples = [columns.resamples(benchmark, o.key) if w else None for o, w in zip(objectives, weights)]
-    print(f"weighted objectives (balanced preset): {[o.key for o, w in zip(objectives, weights) if w]}")
-    print(f"resamples per objective: {benchmark.bootstrap_resamples}")
-
-    def rank(method, **extra):
-        return rank_board(values, specs, weights, method=method, primary=benchmark.primary_metric, **extra)
-
     n = len(values)
+    alone = "rank_board alone, balanced preset (ms)"
     pages = {"page 1": (0, 50), "middle page": (n // 2, n // 2 + 50), "last page": (n - 50, n)}
-    print(f"\n{'ranking function alone (n=' + str(n) + ')':<58} {'median ms':>10} {'fastest-slowest':>16}")
     for method in ("utility", "dynascore", "winrate"):
-        print(
-            f"  rank_board, {method + ', point scores':<44} {timing(timed_ms(lambda method=method: rank(method), options.runs))}"
-        )
-        for label, window in pages.items():
-            times = timed_ms(lambda m=method, w=window: rank(m, resamples=resamples, window=w), options.runs)
-            print(f"  rank_board, {method + ', ' + label + ' with ranks':<44} {timing(times)}")
+        def rank(memo, window, method=method):
+            return rank_board(values, specs, weights, method=method, primary=benchmark.primary_metric,
+                              resamples=resamples, window=window, memo=memo)
 
-    # The test rank_board bounds, done for every pair: count, for each of 100 rows, the resamples on
-    # which every other row's utility score is at or below its own.
+        cold = [once_ms(lambda: rank(RankingMemo(), (0, 50))) for _ in range(max(1, min(runs, 3)))]
+        table.add(alone, f"{method}, page 1, first ranking (memo cold)", size, cell((statistics.median(cold), min(cold), max(cold))))
+        memo = RankingMemo()
+        for label, window in pages.items():
+            table.add(alone, f"{method}, {label} (memo warm)", size, cell(timed_ms(lambda w=window: rank(memo, w), runs)))
+        table.add(alone, f"{method}: memo held (MB)", size, f"{memo.nbytes / 2**20:.0f}")
+
+    if size > 10_000:
+        return
+    floors = "floors, the same ranking done naively (ms)"
+    few = np.arange(min(n, 200))
+    few_resamples = np.stack(
+        [r[few] if r is not None else np.repeat(values[few, c, None], benchmark.bootstrap_resamples, axis=1)
+         for c, r in enumerate(resamples)],
+        axis=1,
+    )
+    naive = timed_ms(lambda: baseline.rank_board_naive(values[few], specs, weights, primary=benchmark.primary_metric,
+                                                       resamples=few_resamples), 1)
+    fast = timed_ms(lambda: rank_board(values[few], specs, weights, primary=benchmark.primary_metric,
+                                       resamples=few_resamples), runs)
+    table.add(floors, "naive Python, every pair, 200 rows", size, cell(naive))
+    table.add(floors, "rank_board, the same 200 rows, whole board", size, cell(fast))
     used = np.flatnonzero(weights > 0)
     samples = np.zeros((n, benchmark.bootstrap_resamples))
     for column in used:
@@ -224,76 +315,39 @@ def main() -> None:
             np.count_nonzero(samples <= samples[row], axis=1)
             np.count_nonzero(samples >= samples[row], axis=1)
 
-    median, fastest, slowest = (t * n / 100 for t in timed_ms(all_pairs_of_100_rows, 1))
-    print(f"  all-pairs paired test, numpy (n^2 * B, from 100 rows)      {timing((median, fastest, slowest))}")
-    few = np.arange(min(n, 200))
-    few_resamples = np.stack(
-        [
-            r[few] if r is not None else np.repeat(values[few, c, None], benchmark.bootstrap_resamples, axis=1)
-            for c, r in enumerate(resamples)
-        ],
-        axis=1,
-    )
-    naive = timed_ms(
-        lambda: baseline.rank_board_naive(
-            values[few], specs, weights, primary=benchmark.primary_metric, resamples=few_resamples
-        ),
-        1,
-    )
-    fast = timed_ms(
-        lambda: rank_board(values[few], specs, weights, primary=benchmark.primary_metric, resamples=few_resamples),
-        options.runs,
-    )
-    print(f"  naive Python, every pair (utility + Pareto, {len(few)} rows)      {timing(naive)}")
-    print(f"  rank_board on the same {len(few)} rows, whole board                {timing(fast)}")
+    table.add(floors, "all-pairs paired test, numpy (n^2 * B, from 100 rows)", size,
+              cell(tuple(t * n / 100 for t in timed_ms(all_pairs_of_100_rows, 1))))
 
-    label = "whole board" if n <= 20_000 else "within the first, middle and last page"
-    started = time.perf_counter()
-    if n <= 20_000:
-        whole = rank("utility", resamples=resamples)
-        groups = [whole.ranks[whole.order]]
-        tied = int(whole.tied.sum())
-    else:
-        boards = [rank("utility", resamples=resamples, window=window) for window in pages.values()]
-        groups = [board.ranks[board.order[slice(*window)]] for board, window in zip(boards, pages.values())]
-        tied = sum(int(board.tied.sum()) for board in boards)
-    seconds = time.perf_counter() - started
-    distinct = " + ".join(str(len(set(group.tolist()))) for group in groups)
-    largest = max(int(np.unique(group, return_counts=True)[1].max()) for group in groups)
-    print(
-        f"\nranks (utility, balanced preset, {label}): {distinct} distinct ranks over "
-        f"{sum(len(group) for group in groups)} submissions, {tied} marked tied, largest group sharing a rank "
-        f"{largest}; ranked in {seconds:.1f} s"
-    )
 
-    client = Client()
-    url = f"/api/v1/benchmarks/{benchmark.slug}/leaderboard/"
-    requests = {
-        "default weights": "",
-        "balanced preset": "?preset=balanced",
-        "product-manager preset + constraints": "?preset=product-manager&constraints=latency_p99_ms%3C%3D10",
-        "balanced preset, dynascore": "?preset=balanced&method=dynascore",
-        "balanced preset, winrate": "?preset=balanced&method=winrate",
-        "balanced preset, page 100": "?preset=balanced&page=100",
-        "balanced preset, Pareto set only": "?preset=balanced&pareto=1",
-    }
-    print(f"\n{'full API request, page of 50':<46} {'cold ms':>10} {'median ms':>10} {'fastest-slowest':>16}")
-    for label, suffix in requests.items():
-        _kept.clear()  # cold: this process has not read the board yet
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,100000", help="board sizes, comma-separated")
+    parser.add_argument("--submissions", type=int, help="one size only (the same as --sizes N)")
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--serve", nargs="+", metavar="SLUG RUNS QUERY", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.serve:
+        return serve(options.serve[0], int(options.serve[1]), options.serve[2:])
+    sizes = [options.submissions] if options.submissions else [int(size) for size in options.sizes.split(",")]
+    create_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    spec = importlib.util.spec_from_file_location("ranking_baseline", PROJECT / "bench" / "ranking_baseline.py")
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    table = Table(sizes)
+    for size in sizes:
         started = time.perf_counter()
-        response = client.get(url + suffix)
-        cold = (time.perf_counter() - started) * 1000
-        assert response.status_code == 200, response.content[:500]
-        times = timed_ms(lambda suffix=suffix: client.get(url + suffix), options.runs)
-        print(f"  {label:<44} {cold:>10.1f} {timing(times)}")
-
-    # A new success: the next request appends it instead of reading the board again.
-    latest = Submission.objects.filter(benchmark=benchmark).latest("created_at")
-    latest.pk, latest.name, latest.created_at, latest.finished_at = None, "new", timezone.now(), timezone.now()
-    latest.save()
-    started = time.perf_counter()
-    assert client.get(url + "?preset=balanced&method=winrate").status_code == 200
-    print(f"  {'winrate, first request after a new success':<44} {(time.perf_counter() - started) * 1000:>10.1f}")
+        populate(size, f"adult-{size}")
+        print(f"created {size:,} submissions in {time.perf_counter() - started:.0f} s", flush=True)
+        measure(size, f"adult-{size}", options.runs, table, baseline)
+    print("\nresamples per objective: 200; balanced preset weighs accuracy, demographic_parity_difference, "
+          "latency_p99_ms, cost_usd_per_million")
+    table.print()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from django.db.models import BinaryField, Count, F, Func, Max, Q, Value
 from leaderboard import column_store
 from leaderboard.column_store import EPOCH, MICROSECOND, Rows, after, read_rows, succeeded
 from leaderboard.models import Benchmark
+from leaderboard.ranking import RankingMemo
 
 # Boards kept in memory at once, least recently used dropped first; at 10,000 submissions one
 # board is ~2 MB of point values plus 8 MB per objective whose resamples were read.
@@ -62,6 +63,8 @@ class BoardColumns:
     resample_count: int
     _resamples: dict = field(default_factory=dict)  # key -> (n x B) float32, read on first use
     _view: _View | None = field(default=None, repr=False, compare=False)
+    # The rankings' weight-independent work on exactly these rows: a new version gets a new memo.
+    memo: RankingMemo = field(default_factory=RankingMemo, repr=False, compare=False)
 
     def resamples(self, benchmark: Benchmark, key: str) -> np.ndarray | None:
         """(n x B) float32 values of `key` on the shared resamples; None if no row stored any.
@@ -229,6 +232,7 @@ def _refreshed(benchmark: Benchmark, kept: BoardColumns, version: tuple) -> Boar
         return BoardColumns(
             version=version, ids=kept.ids, created=kept.created, baseline=kept.baseline, values=kept.values,
             keys=kept.keys, resample_count=kept.resample_count, _resamples=dict(kept._resamples), _view=view,
+            memo=kept.memo,
         )
     return _appended(benchmark, kept, new, since, version)
 

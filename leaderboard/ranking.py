@@ -711,7 +711,7 @@ def _term_statistics(method, board: _Board, index: int, positions, resamples: in
     which rows have it on every resample, and its largest magnitude; memoised."""
 
     def make():
-        term = np.ascontiguousarray(np.broadcast_to(_term(method, board, index), (resamples, len(board.rows))).T)
+        term = np.array(np.broadcast_to(_term(method, board, index), (resamples, len(board.rows))).T, dtype=float, order="C")
         complete = ~np.isnan(term).any(axis=1)
         shift = term[complete].mean(axis=0) if complete.any() else np.zeros(term.shape[1])
         magnitude = float(np.abs(term[complete]).max(initial=0.0))
