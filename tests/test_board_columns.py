@@ -241,3 +241,22 @@ def test_appended_rows_keep_the_loaded_resamples(store):
     assert appended is not columns and len(appended.ids) == 5
     assert set(appended._resamples) == set(KEYS)  # loaded before, extended without being asked
     assert_matches_rows(benchmark)
+
+
+def test_the_sweep_seals_grown_boards_ahead_of_the_requests(store):
+    from leaderboard.boards import benchmark_objectives, boards_seal
+    from workers.tasks import sweep_stuck_submissions
+
+    benchmark, add, _ = store
+    for _ in range(7):
+        add()
+    assert not BoardBlock.objects.filter(benchmark=benchmark).exists()
+    assert boards_seal(most=1) == {"blocks_sealed": 1}  # a sweep does a bounded share of the work
+    assert sweep_stuck_submissions()["blocks_sealed"] == 1  # the periodic task runs the same step
+    assert sweep_stuck_submissions()["blocks_sealed"] == 0  # one row of tail is left: nothing to seal
+    assert BoardBlock.objects.filter(benchmark=benchmark).count() == 2
+    keys = [o.key for o in benchmark_objectives(benchmark)]
+    with CaptureQueriesContext(connection) as queries:
+        columns = board_columns(benchmark, keys)
+    assert not any("INSERT" in query["sql"] for query in queries.captured_queries)  # the request sealed nothing
+    assert len(columns.ids) == 7

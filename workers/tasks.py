@@ -1,6 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from leaderboard.boards import boards_seal
 from leaderboard.closing import private_scores_sweep
 from leaderboard.services import submissions_sweep
 from workers.evaluation import private_score_evaluate, submission_evaluate, submission_measure_latency
@@ -25,7 +26,7 @@ def sweep_stuck_submissions() -> dict:
     from workers.cleanup import leftovers_remove
 
     leftovers_remove()  # on the sweep's machine, orphans are found within one interval
-    return {**submissions_sweep(), **private_scores_sweep()}
+    return {**submissions_sweep(), **private_scores_sweep(), **boards_seal()}
 
 
 @shared_task(name="holdout.evaluate_private", acks_late=True)
