@@ -16,6 +16,7 @@ score keep that order.
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,11 +53,56 @@ class _View:
     order: tuple  # (created µs, pk high, pk low) per row: to merge appended rows into the order
 
 
+class SubmissionIds(Sequence):
+    """The board's submission ids, oldest first, as UUIDs made when read: 100,000 UUID objects would
+    take a fifth of a second to make for every board a process loads, and a request reads a page."""
+
+    def __init__(self, halves: np.ndarray):
+        self.halves = halves  # (n x 2) uint64: each id's high and low 64 bits
+
+    def __len__(self) -> int:
+        return len(self.halves)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return SubmissionIds(self.halves[row])
+        high, low = self.halves[row]
+        return uuid.UUID(int=(int(high) << 64) | int(low))
+
+    def index(self, pk, start=0, stop=None) -> int:
+        found = np.flatnonzero((self.halves[:, 0] == pk.int >> 64) & (self.halves[:, 1] == pk.int & (2**64 - 1)))
+        found = found[(found >= start) & (found < (len(self) if stop is None else stop))]
+        if not len(found):
+            raise ValueError(f"{pk} is not on the board")
+        return int(found[0])
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+class Moments(Sequence):
+    """Creation times, made datetimes when read (as SubmissionIds, for the same reason)."""
+
+    def __init__(self, micros: np.ndarray):
+        self.micros = micros  # microseconds since the epoch, UTC
+
+    def __len__(self) -> int:
+        return len(self.micros)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return Moments(self.micros[row])
+        return EPOCH + int(self.micros[row]) * MICROSECOND
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
 @dataclass
 class BoardColumns:
     version: tuple  # (objective keys, resamples per submission, succeeded count, last finish)
-    ids: list  # submission ids, oldest first
-    created: list  # their creation times, which order the rows
+    ids: Sequence  # submission ids (UUIDs), oldest first
+    created: Sequence  # their creation times, which order the rows
     baseline: np.ndarray  # (n,) bool
     values: np.ndarray  # (n x keys) float, NaN where not measured; read-only
     keys: list[str]
@@ -102,7 +148,8 @@ def _succeeded(benchmark: Benchmark):
 
 
 def _version(benchmark: Benchmark, keys: list[str]) -> tuple:
-    state = _succeeded(benchmark).aggregate(count=Count("pk"), last=Max("finished_at"))
+    # count(*), not count(pk): the index on (benchmark, status, finished_at) answers it alone.
+    state = _succeeded(benchmark).aggregate(count=Count("*"), last=Max("finished_at"))
     return (tuple(keys), benchmark.bootstrap_resamples, state["count"], state["last"])
 
 
@@ -192,12 +239,10 @@ def _assembled(benchmark, keys, version, layout, blocks, tail: Rows, tail_q: Q, 
     position[order] = np.arange(len(order))
     baseline = np.concatenate([block.baseline for block in blocks] + [tail.baseline])[order]
     values = np.concatenate([block.values for block in blocks] + [tail.values]).reshape(len(order), len(keys))[order]
-    raw = np.frombuffer(ids, dtype="S16")[order] if len(order) else []
-    # S16 drops trailing zero bytes; ljust puts them back.
     columns = BoardColumns(
         version=version,
-        ids=[uuid.UUID(bytes=pk.ljust(16, b"\0")) for pk in raw],
-        created=_moments(created[order]),
+        ids=SubmissionIds(halves[order]),
+        created=Moments(created[order]),
         baseline=baseline,
         values=values,
         keys=list(keys),
@@ -221,10 +266,6 @@ def _assembled(benchmark, keys, version, layout, blocks, tail: Rows, tail_q: Q, 
     columns._view = view
     _freeze(columns)
     return columns
-
-
-def _moments(micros: np.ndarray) -> list:
-    return [EPOCH + int(value) * MICROSECOND for value in micros]
 
 
 def _freeze(columns: BoardColumns) -> None:
@@ -266,11 +307,10 @@ def _appended(benchmark: Benchmark, kept: BoardColumns, new: Rows, since: Q, ver
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))
     n = len(kept.ids)
-    ids, moments = kept.ids + new.ids, kept.created + _moments(new.created)
     columns = BoardColumns(
         version=version,
-        ids=[ids[row] for row in order],
-        created=[moments[row] for row in order],
+        ids=SubmissionIds(np.column_stack([high, low])[order]),
+        created=Moments(created[order]),
         baseline=np.concatenate([kept.baseline, new.baseline])[order],
         values=np.concatenate([kept.values, new.values])[order],
         keys=kept.keys,
@@ -315,8 +355,11 @@ def _repeated(columns: BoardColumns, key: str) -> np.ndarray:
 
 
 def _read_resamples(benchmark: Benchmark, columns: BoardColumns, key: str) -> np.ndarray | None:
-    """The sealed blocks' resamples of `key` in one query, the tail's read from its rows."""
-    matrix = _repeated(columns, key)
+    """The sealed blocks' resamples of `key` in one query, the tail's read from its rows.
+
+    The matrix of repeated point values is made only when some row stored the key: latency, size
+    and cost never do, and at 100,000 rows each such matrix would be 80 MB made to be thrown away.
+    """
     view = columns._view
     if view is None:
         # Columns made elsewhere (a subset, a test): the whole board is selected by its benchmark,
@@ -325,33 +368,43 @@ def _read_resamples(benchmark: Benchmark, columns: BoardColumns, key: str) -> np
         if len(columns.ids) <= 1000:
             scope = scope.filter(pk__in=columns.ids)
         position = {pk: row for row, pk in enumerate(columns.ids)}
+        matrix = _repeated(columns, key)
         stored = _substr_resamples(scope, position, matrix, key, columns.resample_count)
     else:
         data = column_store.read_resamples([pk for pk, _ in view.blocks], key, columns.resample_count)
+        scope = _succeeded(benchmark).filter(view.tail) if view.tail_rows else None
+        layouts = _layouts_with(scope, key) if scope is not None else []
+        if not data and not layouts:
+            return None
+        matrix = _repeated(columns, key)
         for pk, rows in view.blocks:
             if pk in data and len(rows):
                 matrix[rows] = data[pk]
         stored = bool(data)
-        if view.tail_rows:
-            scope = _succeeded(benchmark).filter(view.tail)
-            stored = _substr_resamples(scope, view.tail_rows, matrix, key, columns.resample_count) or stored
+        if layouts:
+            stored = _substr_resamples(scope, view.tail_rows, matrix, key, columns.resample_count, layouts) or stored
     if not stored:
         return None
     matrix.flags.writeable = False
     return matrix
 
 
-def _substr_resamples(scope, position: dict, matrix: np.ndarray, key: str, resamples: int) -> bool:
+def _layouts_with(scope, key: str) -> list:
+    """The stored resample layouts (key lists) among `scope`'s rows that hold `key`."""
+    return [
+        layout
+        for layout in scope.order_by().values_list("resample_keys", flat=True).distinct()
+        if key in (layout or [])
+    ]
+
+
+def _substr_resamples(scope, position: dict, matrix: np.ndarray, key: str, resamples: int, layouts=None) -> bool:
     """Fill `matrix` rows (`position`: pk -> row) from `key`'s slice of each stored matrix; False if none had the key.
 
     Only the slice is read: one matrix row per key, contiguous.
     """
     row_bytes = resamples * 4
-    layouts = [
-        layout
-        for layout in scope.order_by().values_list("resample_keys", flat=True).distinct()
-        if key in (layout or [])
-    ]
+    layouts = _layouts_with(scope, key) if layouts is None else layouts
     for layout in layouts:
         part = Func(
             F("resamples"),

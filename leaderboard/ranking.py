@@ -522,6 +522,9 @@ class _Board:
         self.values, self.resamples, self.rows, self.used = values, resamples, rows, used
         self.weighted, self.memo = weighted, memo
         self._all = None
+        # Every row ranked (no constraint, nothing missing): the columns are used as they are,
+        # without copying 80 MB to gather their rows.
+        self.every_row = len(rows) == len(values)
         # A constraint or a missing weighted objective changes the rows compared, and with them
         # the rates of substitution and the win rates: memo keys name the rows by a digest.
         self.rows_key = (
@@ -540,7 +543,11 @@ class _Board:
         column = self._column(index)
         if column is None or column.shape[1] == 1:
             return False
-        return self.memo.get(("sampled", int(self.used[index])), lambda: not bool((column == column[:, :1]).all()))
+        # Two resamples that differ somewhere settle it at once for a column that has noise.
+        return self.memo.get(
+            ("sampled", int(self.used[index])),
+            lambda: bool((column[:, 1] != column[:, 0]).any()) or not bool((column == column[:, :1]).all()),
+        )
 
     def gapped(self, index: int) -> bool:
         """Some row has no value on some resample."""
@@ -562,17 +569,18 @@ class _Board:
             self._all = _absent_where_incomplete([self.by_resample(index) for index in range(len(self.used))])
         return self._all
 
-    def sampled_rows(self, index: int) -> np.ndarray:
-        """(m x B) the resamples of a sampled objective on the ranked rows, as stored."""
-        return self._column(index)[self.rows]
+    def sampled_rows(self, index: int, positions=slice(None)) -> np.ndarray:
+        """(len x B) the resamples of a sampled objective on the given ranked rows, as stored."""
+        if self.every_row and isinstance(positions, slice):
+            return self._column(index)[positions]
+        return self._column(index)[self.rows[positions]]
 
     def signed_samples(self, index: int, positions) -> np.ndarray:
         """(len x B) the objective on the given ranked rows, higher is better."""
-        rows = self.rows[positions]
         sign = self.weighted.signs[index]
         if not self.sampled(index):
-            return (self.values[rows, self.used[index]] * sign)[:, None]
-        return _signed(self._column(index)[rows], sign)
+            return (self.values[self.rows[positions], self.used[index]] * sign)[:, None]
+        return _signed(self.sampled_rows(index, positions), sign)
 
     def objective_paired(self, index: int, confidence: float) -> "_Paired":
         """The objective, higher is better, as a `_Paired` for the Pareto frontier."""
@@ -631,8 +639,8 @@ def _score_paired(method, board: _Board, points, confidence) -> "_Paired":
     statistics of each term that are memoised. These bounds are looser than the score's own,
     which would need every row's score on every resample sorted on every request, so they leave
     more pairs to the exact test; that one needs the resamples of those rows only. A margin of
-    1e-6 of the scores' magnitude keeps rounding (the terms are sorted in float32, under 1e-7 of
-    their magnitude, and the score is summed in two ways) from deciding a pair.
+    1e-5 of the scores' magnitude keeps rounding (the terms are computed and sorted in float32, a
+    few 1e-7 of their magnitude, and the score is summed in two ways) from deciding a pair.
     """
     count = len(board.used)
     sampled = [board.sampled(index) for index in range(count)]
@@ -681,7 +689,7 @@ def _score_paired(method, board: _Board, points, confidence) -> "_Paired":
             bounds[name] += weight * statistics[position]
         complete &= term_complete
         magnitude += weight * term_magnitude
-    margin = 1e-6 * magnitude
+    margin = 1e-5 * magnitude
     return _Paired(
         rows_samples,
         points,
@@ -718,12 +726,13 @@ def _term_statistics(method, board: _Board, index: int, positions, resamples: in
     which rows have it on every resample, and its largest magnitude; memoised."""
 
     def make():
-        if method == "utility":  # the resamples are stored rows x B: no transpose
-            term = _utility(board.sampled_rows(index), board.weighted.worst[index], board.weighted.best[index])
+        if method == "utility":  # the resamples are stored rows x B: no transpose; float32 is enough
+            worst, best = (np.float32(bound) for bound in (board.weighted.worst[index], board.weighted.best[index]))
+            term = _utility(board.sampled_rows(index), worst, best)
         else:
             term = np.broadcast_to(_term(method, board, index), (resamples, len(board.rows))).T
-        # Sorted in float32, twice as fast; the rounding, under 1e-7 of the magnitude, is inside
-        # the bounds' margin.
+        # Sorted in float32, twice as fast; the rounding (a utility computed in float32, a few
+        # 1e-7 of the magnitude) is well inside the bounds' margin.
         term = np.array(term, dtype=np.float32, order="C")
         complete = ~np.isnan(term).any(axis=1)
         everyone = complete.all()
@@ -1163,14 +1172,15 @@ def _win_rates(signed) -> np.ndarray:
     starts[::rows] = True
     run_starts = np.flatnonzero(starts)
     run_lengths = np.diff(np.append(run_starts, ordered.size))
-    # A run's middle position within its resample is (rows below it) + (others equal to it) / 2.
-    run_wins = run_starts % rows + (run_lengths - 1) / 2
-    wins = np.empty(signed.shape)
-    np.put_along_axis(wins, order, run_wins[np.cumsum(starts) - 1].reshape(signed.shape), axis=1)
+    # A run's middle position within its resample is (rows below it) + (others equal to it) / 2:
+    # whole and half numbers under 2**24, exact in float32 too.
+    kind = np.float32 if signed.dtype == np.float32 else np.float64
+    run_wins = (run_starts % rows + (run_lengths - 1) / 2).astype(kind)
+    wins = np.empty(signed.shape, dtype=kind)
+    np.put_along_axis(wins, order, run_wins[np.cumsum(starts, dtype=np.int32) - 1].reshape(signed.shape), axis=1)
     absent = np.isnan(signed)
-    opponents = rows - 1 - absent.sum(axis=1, keepdims=True)
-    rates = np.divide(wins, opponents, out=np.full(wins.shape, np.nan), where=~absent & (opponents > 0))
-    return rates.astype(np.float32) if signed.dtype == np.float32 else rates
+    opponents = (rows - 1 - absent.sum(axis=1, keepdims=True)).astype(kind)
+    return np.divide(wins, opponents, out=np.full(wins.shape, np.nan, dtype=kind), where=~absent & (opponents > 0))
 
 
 def _win_rate_notes(point_values, weighted) -> list[str]:
