@@ -179,19 +179,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="counted rounds over the five models")
     options = parser.parse_args()
     names = ["embedded", "postgres"] if options.config == "both" else [options.config]
-    print(f"{'configuration':<10} {'model':<28} {'202->succeeded s':>17} {'queue wait s':>13} {'evaluation s':>13}  (medians of {options.repeat})")
+    print(
+        f"{'configuration':<10} {'model':<28} {'202->succeeded s':>20} {'queue wait s':>20} {'evaluation s':>20}"
+        f"  (median (fastest-slowest) of {options.repeat})"
+    )
     for name in names:
         rows = run(name, options.repeat)
         for model in dict.fromkeys(row["model"] for row in rows):
             mine = [row for row in rows if row["model"] == model]
             failed = [row for row in mine if row["status"] != "succeeded"]
             print(
-                f"{name:<10} {model:<28} {statistics.median(r['end_to_end'] for r in mine):>17.2f} "
-                f"{statistics.median(r['queue_wait'] for r in mine):>13.2f} "
-                f"{statistics.median(r['evaluation'] for r in mine):>13.2f}"
+                f"{name:<10} {model:<28} "
+                + " ".join(f"{spread([r[key] for r in mine]):>20}" for key in ("end_to_end", "queue_wait", "evaluation"))
                 + (f"  {len(failed)} FAILED" if failed else "")
             )
         print_split(name, rows)
+
+
+def spread(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds):.2f} ({min(seconds):.2f}-{max(seconds):.2f})"
 
 
 def print_split(name: str, rows: list[dict]) -> None:
