@@ -711,14 +711,20 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 def _term(method, board: _Board, index: int) -> np.ndarray:
-    """(B x m) the objective's term of the score before its weight; 1 x m when it does not vary."""
+    """(B x m) the objective's term of the score before its weight; 1 x m when it does not vary.
+
+    In the values' own precision (float32 for stored resamples): the bounds built from it allow
+    for the rounding, and at 100,000 rows a float64 copy would be another 160 MB.
+    """
     if method == "utility":
         return _utility(board.by_resample(index), board.weighted.worst[index], board.weighted.best[index])
     if method == "winrate":
-        return board.win_rates(index).astype(float)
+        return board.win_rates(index)
     values = board.all_by_resample()[index]
-    scale = _dynascore_scales(board.amrs(), np.ones(len(board.used)))[index]
-    return (values * board.weighted.signs[index] + board.weighted.offsets[index]) * scale[:, None]
+    kind = np.float32 if values.dtype == np.float32 else np.float64
+    scale = _dynascore_scales(board.amrs(), np.ones(len(board.used)))[index].astype(kind)
+    sign, offset = kind(board.weighted.signs[index]), kind(board.weighted.offsets[index])
+    return (values * sign + offset) * scale[:, None]
 
 
 def _term_statistics(method, board: _Board, index: int, positions, resamples: int) -> tuple[dict, np.ndarray, float]:
