@@ -102,6 +102,17 @@ def run(request: dict) -> int:
     return 0
 
 
+def _progress_writer(path: Path):
+    """A `progress(fraction)` for a probe: the share done, written whole (renamed into place)."""
+    partial = path.with_suffix(".partial")
+
+    def progress(fraction: float) -> None:
+        partial.write_text(f"{min(max(float(fraction), 0.0), 1.0):.4f}")
+        partial.replace(path)
+
+    return progress
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
@@ -121,7 +132,7 @@ def _run_probe(name: str, params: dict, model, features: pd.DataFrame, workdir: 
     files.started.touch()
     start = time.perf_counter()
     try:
-        result = probe_function(name)(model, features, params)
+        result = probe_function(name)(model, features, params, progress=_progress_writer(files.progress))
     except Exception as error:  # noqa: BLE001 - a failing probe fails only its evaluator
         failure = _failure(error, f"running the {name} probe")
         _write_json(files.outcome, {**failure, "seconds": time.perf_counter() - start})

@@ -134,11 +134,13 @@ def run_in_sandbox(
     predict: bool = True,
     probes: dict[str, dict] | None = None,
     on_probe: Callable[[str], None] | None = None,
+    on_progress: Callable[[str, float], None] | None = None,
 ) -> SandboxRun:
     """Load the model once in a limited child, predict the features, then run the probes.
 
     `on_probe(name)` is called (from this thread, within a quarter of a second) as each probe starts,
-    so the caller can say what is really running.
+    and `on_progress(name, fraction)` as a running probe reports how far it is, so the caller can
+    say what is really running and how much of it is done.
 
     A model that fails to load or predict raises ModelFailure. A probe that fails, crashes the
     process or runs out of time loses only its own outcome (and those after it).
@@ -165,7 +167,7 @@ def run_in_sandbox(
         }
         features.to_parquet(request["features_path"], index=False)
         (workdir / "request.json").write_text(json.dumps(request))
-        watch = _ProbeWatch(workdir, list(probes), on_probe)
+        watch = _ProbeWatch(workdir, list(probes), on_probe, on_progress)
         returncode, timed_out = _run_child(workdir, limits, artifact_format, watch)
         watch()  # a probe that started and ended between two looks is still said
         ending = _Ending(returncode, timed_out, _stderr_tail(workdir), limits)
@@ -209,15 +211,29 @@ def _probe_outcome(files, limits: Limits) -> ProbeOutcome:
 
 
 class _ProbeWatch:
-    """Calls on_probe for each probe whose started-file has appeared since the last look."""
+    """Calls on_probe for each probe whose started-file has appeared since the last look, and
+    on_progress for the running probe's progress file when it has changed."""
 
-    def __init__(self, workdir: Path, names: list[str], on_probe):
-        self.pending = [(name, probe_files(workdir, name).started) for name in names] if on_probe else []
-        self.on_probe = on_probe
+    def __init__(self, workdir: Path, names: list[str], on_probe, on_progress=None):
+        self.workdir = workdir
+        self.pending = [(name, probe_files(workdir, name).started) for name in names] if on_probe or on_progress else []
+        self.on_probe, self.on_progress = on_probe, on_progress
+        self.running: str | None = None
+        self.heard: float | None = None
 
     def __call__(self) -> None:
         while self.pending and self.pending[0][1].exists():
-            self.on_probe(self.pending.pop(0)[0])
+            self.running, self.heard = self.pending.pop(0)[0], None
+            if self.on_probe:
+                self.on_probe(self.running)
+        if self.on_progress and self.running:
+            try:
+                fraction = float(probe_files(self.workdir, self.running).progress.read_text())
+            except (OSError, ValueError):  # not reported yet, or the model process wrote nonsense
+                return
+            if fraction != self.heard and 0.0 <= fraction <= 1.0:
+                self.heard = fraction
+                self.on_progress(self.running, fraction)
 
 
 def _run_child(workdir: Path, limits: Limits, artifact_format: str, watch: _ProbeWatch) -> tuple[int, bool]:

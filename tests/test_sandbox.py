@@ -247,3 +247,44 @@ def test_the_model_server_is_kept_its_model_processes_are_not_and_a_dead_one_is_
     os.kill(server.process.pid, 9)
     server.process.wait()
     assert ModelServer.for_format("skops").process.poll() is None, "a dead server is replaced"
+
+
+def test_a_running_probes_progress_is_heard_when_it_changes(tmp_path):
+    from evaluators.probes import probe_files
+    from evaluators.sandbox import _ProbeWatch
+
+    heard = []
+    watch = _ProbeWatch(tmp_path, ["inspect", "latency"], None, lambda name, fraction: heard.append((name, fraction)))
+    watch()
+    assert heard == []  # nothing started
+    probe_files(tmp_path, "inspect").started.touch()
+    probe_files(tmp_path, "latency").started.touch()
+    watch()
+    assert heard == []  # latency runs now, and has said nothing yet
+    for fraction in ("0.2500", "0.2500", "0.7500", "garbage", "1.0000"):
+        probe_files(tmp_path, "latency").progress.write_text(fraction)
+        watch()
+    assert heard == [("latency", 0.25), ("latency", 0.75), ("latency", 1.0)]
+
+
+def test_the_latency_probe_reports_its_blocks_through_the_sandbox(tmp_path, census):
+    from evaluators.sandbox import run_in_sandbox
+    from tests.test_latency import SMALL_BUDGET
+
+    features, labels = census
+    path = tmp_path / "model.skops"
+    path.write_bytes(factories.skops_bytes(factories.logistic_pipeline(features, labels)))
+    heard = []
+    run = run_in_sandbox(
+        artifact_path=str(path),
+        artifact_format="skops",
+        features=features,
+        task="binary",
+        skops_trusted=factories.DEFAULT_TRUSTED,
+        limits=GENEROUS,
+        predict=False,
+        probes={"latency": SMALL_BUDGET},
+        on_progress=lambda name, fraction: heard.append(fraction),
+    )
+    assert run.probes["latency"].error is None
+    assert heard and heard == sorted(heard) and heard[-1] == 1.0

@@ -225,10 +225,15 @@ def _latency_phase(submission: Submission) -> None:
         submission_seed=submission.pk.int % 2**63,
     )
     evaluators = [e for e in _enabled_evaluators(submission.benchmark, queue="latency") if e.applies(base)]
-    run = _sandbox_run(submission, test, base, evaluators, predict=False)
+
+    def timed(name: str, fraction: float) -> None:
+        # The timing blocks move the line from where the evaluate phase left it to the reports.
+        durably(submission_progress, submission, stage=Submission.LATENCY, progress=0.8 + 0.05 * fraction)
+
+    run = _sandbox_run(submission, test, base, evaluators, predict=False, on_progress=timed)
     if session_disturbed(run.probes.get("latency"), base.machine_calibrations_ms):
         # The whole session ran on a slow or busy machine: once more, and the calmer one is kept.
-        again = _sandbox_run(submission, test, base, evaluators, predict=False)
+        again = _sandbox_run(submission, test, base, evaluators, predict=False, on_progress=timed)
         run = _session_calmer(run, again)
     data = replace(base, probes=run.probes)
     resample_values: dict[str, list] = {}
@@ -388,6 +393,7 @@ def _sandbox_run(
     *,
     predict: bool,
     on_probe=None,
+    on_progress=None,
 ) -> SandboxRun:
     probes: dict[str, dict] = {}
     for evaluator in evaluators:
@@ -415,6 +421,7 @@ def _sandbox_run(
             predict=predict,
             probes=probes,
             on_probe=on_probe,
+            on_progress=on_progress,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,7 +6,9 @@ evaluators.model_runner: ``model.format``, ``model.task``, ``model.predict(featu
 probabilities, classes, seconds), plus ``model.estimator`` (skops) or ``model.session``,
 ``model.feeds(features)`` and ``model.prediction(outputs, seconds)`` (ONNX), and
 ``model.loaded_rss_bytes`` (resident memory that loading the model added). ``features`` is the
-whole test set's feature columns; ``params`` is a JSON object from the parent. A probe returns a
+whole test set's feature columns; ``params`` is a JSON object from the parent; ``progress`` is
+called with the share of the probe done (0 to 1) by a probe that runs for seconds, so the
+submission's progress line moves (the parent reads it, `evaluators.sandbox`). A probe returns a
 JSON-serialisable document and plain (non-object) numpy arrays. Any exception fails the probe
 alone; the parent's evaluator then reports why.
 """
@@ -31,6 +33,7 @@ class ProbeFiles:
     started: Path
     outcome: Path
     arrays: Path
+    progress: Path
 
 
 def probe_files(workdir: Path, name: str) -> ProbeFiles:
@@ -38,6 +41,7 @@ def probe_files(workdir: Path, name: str) -> ProbeFiles:
         started=workdir / f"probe-{name}.started",
         outcome=workdir / f"probe-{name}.json",
         arrays=workdir / f"probe-{name}.npz",
+        progress=workdir / f"probe-{name}.progress",
     )
 
 

@@ -72,7 +72,7 @@ class ModelOutput:
     scores: Callable[[pd.DataFrame], np.ndarray]
 
 
-def probe(model, features: pd.DataFrame, params: dict) -> ProbeResult:
+def probe(model, features: pd.DataFrame, params: dict, progress=None) -> ProbeResult:
     start = time.perf_counter()
     rng = np.random.default_rng(params["seed"])
     rows = rng.permutation(len(features))[: params["max_rows"]]

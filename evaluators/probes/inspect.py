@@ -55,7 +55,7 @@ _BOOKKEEPING = frozenset({"classes_", "feature_names_in_", "n_features_in_", "n_
 _TREE_ENSEMBLE_OPS = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble"})
 
 
-def probe(model, features, params) -> ProbeResult:
+def probe(model, features, params, progress=None) -> ProbeResult:
     if model.format == "onnx":
         components = _onnx_components(model.model_bytes)
     else:

@@ -81,7 +81,7 @@ _LIBRARIES = ("numpy", "pandas", "scikit-learn", "onnxruntime", "skops")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def probe(model, features, params) -> ProbeResult:
+def probe(model, features, params, progress=None) -> ProbeResult:
     rng = np.random.default_rng(params["seed"])
     call_name, prepare, run = serving_call(model)
     rows = rng.choice(len(features), size=min(params["sample_rows"], len(features)), replace=False)
@@ -94,7 +94,7 @@ def probe(model, features, params) -> ProbeResult:
             run(batch_input)
         plan = _plan(run, inputs, batch_inputs, params)
         cpu_before = cpu_counters(pinning["cpu"])
-        session = _measure_blocks(run, inputs, batch_inputs, plan, params)
+        session = _measure_blocks(run, inputs, batch_inputs, plan, params, progress)
         load = machine_load(cpu_before, cpu_counters(pinning["cpu"]), own_cpu_ns=session.pop("own_cpu_ns"))
     kept = session["kept"]
     single_ns = np.concatenate([block["single_ns"] for block in kept])
@@ -159,13 +159,18 @@ def _plan(run, inputs: list, batch_inputs: list, params: dict) -> dict:
     }
 
 
-def _measure_blocks(run, inputs: list, batch_inputs: list, plan: dict, params: dict) -> dict:
-    """The planned blocks, then replacements for disturbed ones (bounded); see the module docstring."""
+def _measure_blocks(run, inputs: list, batch_inputs: list, plan: dict, params: dict, progress=None) -> dict:
+    """The planned blocks, then replacements for disturbed ones (bounded); see the module docstring.
+
+    `progress` hears the share of the planned blocks timed (a replacement block, rare, adds none).
+    """
     batch_calls = list(plan["batch_calls_per_block"].values())
     started_cpu = time.thread_time_ns()
-    measured = [
-        _block(run, inputs, batch_inputs, plan["single_calls_per_block"], batch_calls) for _ in range(plan["blocks"])
-    ]
+    measured = []
+    for done in range(plan["blocks"]):
+        measured.append(_block(run, inputs, batch_inputs, plan["single_calls_per_block"], batch_calls))
+        if progress:
+            progress((done + 1) / plan["blocks"])
     reference = float(np.median([block["calibration_ns"] for block in measured]))
     limit = params["disturbed_factor"] * reference
 
