@@ -808,18 +808,23 @@ class _Paired:
             return self.certainly_better(rows, targets)
         return self.above[rows][:, None] >= self.below[targets][None, :]
 
-    def better(self, rows, target, *, reverse: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """Exactly, for each of `rows`: whether it is significantly better than `target`, and (with
-        `reverse`) whether `target` is significantly better than it."""
+    def better(
+        self, rows, target, *, reverse: bool = True, forward: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Exactly, for each of `rows`: whether it is significantly better than `target` (unless not
+        `forward`), and (with `reverse`) whether `target` is significantly better than it."""
         rows = np.asarray(rows)
         if self.resample_count == 1:
-            return self.compared(rows, target, None, None, reverse=reverse)
-        return self.compared(rows, target, self.rows_samples(rows), self.rows_samples(np.array([target]))[0], reverse=reverse)
+            return self.compared(rows, target, None, None, reverse=reverse, forward=forward)
+        ours, theirs = self.rows_samples(rows), self.rows_samples(np.array([target]))[0]
+        return self.compared(rows, target, ours, theirs, reverse=reverse, forward=forward)
 
-    def compared(self, rows, target, ours, theirs, *, reverse: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def compared(
+        self, rows, target, ours, theirs, *, reverse: bool = True, forward: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """`better`, given the samples of `rows` (len x B) and of `target` (B,) already read."""
         if self.resample_count == 1:
-            up = self.certainly_better(rows, [target])[:, 0]
+            up = self.certainly_better(rows, [target])[:, 0] if forward else None
             return up, self.certainly_better([target], rows)[0] if reverse else None
         if self.complete[rows].all() and self.complete[target]:
             common = np.full(len(rows), self.resample_count)
@@ -827,11 +832,12 @@ class _Paired:
             common = (~np.isnan(ours) & ~np.isnan(theirs)).sum(axis=1)
         allowed = _allowed((1 - self.confidence) / 2, common)
         # A comparison with NaN is false, so only the common resamples are counted.
-        up = np.count_nonzero(ours <= theirs, axis=1) <= allowed
+        up = np.count_nonzero(ours <= theirs, axis=1) <= allowed if forward else None
         down = np.count_nonzero(ours >= theirs, axis=1) <= allowed if reverse else None
         apart = np.flatnonzero(common == 0)
         if len(apart):
-            up[apart] = self._beyond(self.points[rows][apart], self.points[target])
+            if forward:
+                up[apart] = self._beyond(self.points[rows][apart], self.points[target])
             if reverse:
                 down[apart] = self._beyond(self.points[target], self.points[rows][apart])
         return up, down
@@ -926,18 +932,18 @@ def _significance(paired: _Paired, targets, *, worse: bool = True) -> tuple[np.n
 
 
 def _settled(paired: _Paired, rows, target, reverse: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """`paired.better(rows, target)`, with the pairs the bounds decide left uncounted."""
+    """`paired.better(rows, target)`, with the pairs the bounds decide left uncounted, and each
+    direction counted only for the rows it leaves open (a row is seldom open both ways)."""
     up = paired.certainly_better(rows, [target])[:, 0]
-    need = paired.possibly_better(rows, [target])[:, 0] & ~up
+    open_up = paired.possibly_better(rows, [target])[:, 0] & ~up
+    if open_up.any():
+        up[open_up] = paired.better(rows[open_up], target, reverse=False)[0]
     down = None
     if reverse:
         down = paired.certainly_better([target], rows)[0]
-        need |= paired.possibly_better([target], rows)[0] & ~down
-    if need.any():
-        exact_up, exact_down = paired.better(rows[need], target, reverse=reverse)
-        up[need] = exact_up
-        if reverse:
-            down[need] = exact_down
+        open_down = paired.possibly_better([target], rows)[0] & ~down
+        if open_down.any():
+            down[open_down] = paired.better(rows[open_down], target, forward=False)[1]
     return up, down
 
 
