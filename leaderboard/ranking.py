@@ -575,6 +575,13 @@ class _Board:
             return self._column(index)[positions]
         return self._column(index)[self.rows[positions]]
 
+    def absent_aware(self, index: int) -> np.ndarray:
+        """(B x m) the objective as `all_by_resample` gives it, without reading the others when no
+        row misses a value on any resample (then nothing is made absent)."""
+        if any(self.gapped(other) for other in range(len(self.used))):
+            return self.all_by_resample()[index]
+        return self.by_resample(index)
+
     def signed_samples(self, index: int, positions) -> np.ndarray:
         """(len x B) the objective on the given ranked rows, higher is better."""
         sign = self.weighted.signs[index]
@@ -624,7 +631,7 @@ class _Board:
         """(B x m) the objective's win rates on each resample; 1 x m when it and the rows' absences repeat."""
         return self.memo.get(
             ("winrate", self.spec(index), self.rows_key),
-            lambda: _win_rates(_signed(self.all_by_resample()[index], self.weighted.signs[index])),
+            lambda: _win_rates(_signed(self.absent_aware(index), self.weighted.signs[index])),
         )
 
 
@@ -720,7 +727,7 @@ def _term(method, board: _Board, index: int) -> np.ndarray:
         return _utility(board.by_resample(index), board.weighted.worst[index], board.weighted.best[index])
     if method == "winrate":
         return board.win_rates(index)
-    values = board.all_by_resample()[index]
+    values = board.absent_aware(index)
     kind = np.float32 if values.dtype == np.float32 else np.float64
     scale = _dynascore_scales(board.amrs(), np.ones(len(board.used)))[index].astype(kind)
     sign, offset = kind(board.weighted.signs[index]), kind(board.weighted.offsets[index])
