@@ -1222,7 +1222,7 @@ def _win_rates(signed) -> np.ndarray:
     kind = np.float32 if signed.dtype == np.float32 else np.float64
     run_wins = (run_starts % rows + (run_lengths - 1) / 2).astype(kind)
     wins = np.empty(signed.shape, dtype=kind)
-    np.put_along_axis(wins, order, run_wins[np.cumsum(starts, dtype=np.int32) - 1].reshape(signed.shape), axis=1)
+    np.put_along_axis(wins, order, np.repeat(run_wins, run_lengths).reshape(signed.shape), axis=1)
     absent = np.isnan(signed)
     opponents = (rows - 1 - absent.sum(axis=1, keepdims=True)).astype(kind)
     return np.divide(wins, opponents, out=np.full(wins.shape, np.nan, dtype=kind), where=~absent & (opponents > 0))
