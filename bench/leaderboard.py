@@ -118,7 +118,6 @@ SAMPLED = (
 
 def populate(n: int, slug: str):
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
     from django.utils import timezone
 
     from leaderboard.demo.seeding import benchmark_from_spec

@@ -14,7 +14,7 @@ from leaderboard.board_columns import BoardColumns, blocks_seal, board_columns
 from leaderboard.errors import Rejected
 from leaderboard.models import Benchmark, Submission
 from leaderboard.objectives import OBJECTIVES_IN_ORDER, Objective
-from leaderboard.ranking import Constraint, ObjectiveSpec, RankedBoard, RowReasons, parse_constraints, rank_board
+from leaderboard.ranking import Constraint, ObjectiveSpec, RankedBoard, parse_constraints, rank_board
 from leaderboard.released_board import ReleasedColumns, by_released_utility, released_columns
 from leaderboard.withholding import withholding_in_force
 
@@ -297,10 +297,7 @@ def board_get(benchmark: Benchmark, query: BoardQuery, *, whole_frontier: bool =
 
 def _reason_masks(ranked: RankedBoard) -> tuple[np.ndarray, np.ndarray]:
     """Which rows broke a constraint and which could not be scored, without wording every row's reason."""
-    def mask(reasons):
-        return reasons.mask if isinstance(reasons, RowReasons) else np.array([bool(r) for r in reasons], dtype=bool)
-
-    return mask(ranked.excluded), mask(ranked.unscored)
+    return ranked.excluded.mask, ranked.unscored.mask
 
 
 def objective_specs(objectives: list[Objective], bounds: dict) -> list[ObjectiveSpec]:

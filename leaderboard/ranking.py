@@ -242,6 +242,13 @@ def utility_samples(
     return points, samples
 
 
+def metric_value(value) -> float:
+    """A stored metric as rank_board takes it: a finite number, else NaN (absent, a boolean, infinity)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return math.nan
+
+
 def parse_constraints(text: str, known_keys, *, what: str = "constraint") -> list[Constraint]:
     """`latency_p99_ms<=10,demographic_parity_difference<=0.1` -> constraints, refusing what it cannot read.
 
@@ -1314,8 +1321,8 @@ def _pareto_optimal(objectives: list[_Paired], targets=None, *, ahead) -> np.nda
     for first in range(0, len(standing), PAIR_BLOCK):
         block = standing[first : first + PAIR_BLOCK]
         possible = _dominance(objectives, everyone, targets[block], certain=False)
-        for column, target in zip(block, targets[block]):
-            rivals = np.flatnonzero(possible[:, np.searchsorted(block, column)])
+        for at, (column, target) in enumerate(zip(block, targets[block])):
+            rivals = np.flatnonzero(possible[:, at])
             rivals = rivals[np.argsort(place[rivals])]
             dominated[column] = any(
                 _dominates(objectives, rivals[at : at + PARETO_EXACT_CHUNK], target).any()

@@ -16,7 +16,7 @@ from django.db.models import Q
 
 from leaderboard.board_columns import BoardColumns
 from leaderboard.models import LadderEntry, Submission
-from leaderboard.ranking import ObjectiveSpec, RankedBoard, rank_board
+from leaderboard.ranking import ObjectiveSpec, RankedBoard, metric_value, rank_board
 from leaderboard.withholding import released_metrics
 
 
@@ -32,10 +32,10 @@ def released_columns(benchmark, keys: list[str]) -> ReleasedColumns:
     rows = list(succeeded.filter(Q(is_baseline=True) | Q(pk__in=representatives)).order_by("created_at", "pk"))
     shown = {submission.pk: released_metrics(submission) for submission in rows}
     values = np.array(
-        [[_number(shown[submission.pk].get(key)) for key in keys] for submission in rows], dtype=float
+        [[metric_value(shown[submission.pk].get(key)) for key in keys] for submission in rows], dtype=float
     ).reshape(len(rows), len(keys))
     values.flags.writeable = False
-    utilities = np.array([_number((submission.released.get("utility") or {}).get("value")) for submission in rows])
+    utilities = np.array([metric_value((submission.released.get("utility") or {}).get("value")) for submission in rows])
     return ReleasedColumns(
         version=("released", tuple(keys), len(rows)),
         ids=[submission.pk for submission in rows],
@@ -84,7 +84,3 @@ def by_released_utility(ranked: RankedBoard, columns: ReleasedColumns, pareto_on
     )
     order = [row for row in ranked.order if ranked.pareto[row]] if pareto_only else list(ranked.order)
     return ranked, order
-
-
-def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan

@@ -16,7 +16,7 @@ import numpy as np
 from leaderboard.comparisons import submission_resamples
 from leaderboard.ladder import LadderState, default_step, ladder_release, paired_standard_error
 from leaderboard.models import LadderEntry, Submission
-from leaderboard.ranking import utility_samples
+from leaderboard.ranking import metric_value, utility_samples
 
 # The fixed-step Ladder's default step assumes up to this many submissions per submitter.
 DEFAULT_SUBMISSIONS_FOR_STEP = 1000
@@ -115,7 +115,7 @@ class _DefaultUtility:
         if not self.scorable:
             return None, None
         keys = [objective.key for objective in self.objectives]
-        values = np.array([[_number(submission.metrics.get(key)) for key in keys]])
+        values = np.array([[metric_value(submission.metrics.get(key)) for key in keys]])
         sampled = submission_resamples(submission)
         resamples = [
             sampled[key][None, :].astype(float) if key in sampled and key in self.weights else None for key in keys
@@ -127,10 +127,6 @@ class _DefaultUtility:
         if not math.isfinite(points[0]):
             return None, None
         return float(points[0]), (samples[0] if samples.shape[1] > 1 else None)
-
-
-def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
 def ladder_step(benchmark) -> float | None:
